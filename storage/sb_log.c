@@ -1,0 +1,551 @@
+/* sb_log.c - the partition log: configuration, open and recovery, reads,
+ * retention, close. The write path is in sb_log_write.c. */
+#include "sb_log_internal.h"
+
+#include "sb_limits.h"
+#include "sb_logging.h"
+#include "sb_time.h"
+#include "sb_vfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- configuration ---- */
+
+static const char *const policy_names[] = {"always", "interval", "never"};
+
+int sb_fsync_policy_parse(const char *s, enum sb_fsync_policy *out)
+{
+	for (int i = 0; i < 3; i++) {
+		if (strcmp(s, policy_names[i]) == 0) {
+			*out = (enum sb_fsync_policy)i;
+			return 0;
+		}
+	}
+	return SB_EINVAL;
+}
+
+const char *sb_fsync_policy_name(enum sb_fsync_policy p)
+{
+	return (unsigned)p < 3 ? policy_names[p] : "unknown";
+}
+
+void sb_log_config_default(struct sb_log_config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->segment_bytes = SB_SEGMENT_BYTES_DEFAULT;
+	cfg->segment_ms = 7ll * 24 * 3600 * 1000;
+	cfg->index_interval_bytes = SB_INDEX_INTERVAL_BYTES_DEFAULT;
+	cfg->fsync_policy = SB_FSYNC_ALWAYS;
+	cfg->fsync_interval_ms = 1000;
+	cfg->retention_bytes = -1;
+	cfg->retention_ms = 7ll * 24 * 3600 * 1000;
+	cfg->inflight_bytes_max = SB_LOG_INFLIGHT_BYTES_DEFAULT;
+}
+
+int sb_log_config_check(const struct sb_log_config *cfg)
+{
+	if (cfg->segment_bytes < SB_SEGMENT_BYTES_MIN || cfg->segment_bytes > SB_SEGMENT_BYTES_MAX ||
+	    cfg->segment_ms < 0 || cfg->index_interval_bytes < 64 ||
+	    cfg->index_interval_bytes > (16u << 20) || (unsigned)cfg->fsync_policy > SB_FSYNC_NEVER ||
+	    cfg->fsync_interval_ms < 1 || cfg->fsync_interval_ms > 3600000 ||
+	    cfg->retention_bytes < -1 || cfg->retention_ms < -1 ||
+	    cfg->inflight_bytes_max < SB_LOG_INFLIGHT_BYTES_MIN ||
+	    cfg->inflight_bytes_max > SB_LOG_INFLIGHT_BYTES_MAX)
+		return SB_EBADCONFIG;
+	return 0;
+}
+
+/* ---- recovery ---- */
+
+struct base_list {
+	int64_t *v;
+	size_t n, cap;
+	struct sb_log *log;
+};
+
+static int collect_entry(void *arg, const char *name, int is_dir)
+{
+	struct base_list *bl = arg;
+	int64_t base;
+	size_t nlen = strlen(name);
+	if (is_dir)
+		return 0;
+	if (nlen > 4 && strcmp(name + nlen - 4, ".tmp") == 0) {
+		/* An interrupted durable write (index or side file): never trusted. */
+		char path[SB_PATH_MAX];
+		snprintf(path, sizeof path, "%s/%s", bl->log->dir, name);
+		int rc = bl->log->vfs->ops->unlink(bl->log->vfs, path);
+		(void)rc;
+		return 0;
+	}
+	if (!sb_segment_parse_name(name, &base))
+		return 0;
+	if (bl->n == bl->cap) {
+		size_t ncap = bl->cap ? bl->cap * 2 : 16;
+		int64_t *nv = realloc(bl->v, ncap * sizeof *nv);
+		if (!nv)
+			return -ENOMEM;
+		bl->v = nv;
+		bl->cap = ncap;
+	}
+	bl->v[bl->n++] = base;
+	return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Looks for a valid batch anywhere in buf: tells a torn tail (garbage to the
+ * end) from corruption followed by good data. */
+static int has_valid_batch(const uint8_t *buf, size_t len)
+{
+	struct sb_batch_header h;
+	for (size_t i = 1; i + SB_BATCH_HEADER_BYTES <= len; i++)
+		if (buf[i + SB_BATCH_OFF_MAGIC] == SB_BATCH_MAGIC && sb_batch_verify(buf + i, len - i, &h) == 0)
+			return 1;
+	return 0;
+}
+
+/* Cuts the invalid tail of the active segment, keeping the cut bytes in
+ * <base>.log.cut-<position> (RELIABILITY.md rule 5). */
+static int truncate_tail(struct sb_log *log, struct sb_segment *seg, const struct sb_scan_result *res)
+{
+	char name[64], segname[SB_SEGMENT_NAME_LEN + 1];
+	uint64_t cut = res->file_bytes - res->valid_bytes;
+	size_t keep = cut > SB_BATCH_BYTES_MAX ? SB_BATCH_BYTES_MAX : (size_t)cut;
+	uint8_t *bytes = malloc(keep ? keep : 1);
+	int rc;
+
+	if (!bytes)
+		return -ENOMEM;
+	rc = sb_vfs_read_all(log->vfs, seg->fd, bytes, keep, res->valid_bytes);
+	if (!rc) {
+		sb_segment_name(seg->base_offset, segname);
+		snprintf(name, sizeof name, "%s.log.cut-%" PRIu64, segname, res->valid_bytes);
+		rc = sb_vfs_write_file_durable(log->vfs, log->dir, name, bytes, keep);
+	}
+	if (!rc && has_valid_batch(bytes, keep))
+		SB_ERROR("active_segment_corrupt", "log=%s segment=%s position=%" PRIu64 " cut_bytes=%" PRIu64
+			 " reason=\"%s\" note=\"valid batches follow the bad one; cut bytes kept in %s\"",
+			 log->name, segname, res->valid_bytes, cut, sb_strerror(res->stop_reason), name);
+	free(bytes);
+	if (!rc)
+		rc = log->vfs->ops->truncate(log->vfs, seg->fd, res->valid_bytes);
+	if (!rc)
+		rc = log->vfs->ops->datasync(log->vfs, seg->fd);
+	if (!rc)
+		SB_WARN("torn_tail_truncated", "log=%s position=%" PRIu64 " cut_bytes=%" PRIu64 " reason=\"%s\"",
+			log->name, res->valid_bytes, cut, sb_strerror(res->stop_reason));
+	return rc;
+}
+
+/* Opens every segment: sealed ones trusted with their (checked) indexes, the
+ * last one scanned in full. */
+static int recover(struct sb_log *log, int64_t *bases, size_t n)
+{
+	struct sb_segment *seg = NULL;
+	int32_t epoch = -1;
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		rc = sb_segment_alloc(log->vfs, log->dir, bases[i], log->cfg.index_interval_bytes, &seg);
+		if (rc)
+			return rc;
+		if (i + 1 < n) {
+			rc = sb_segment_open_sealed(seg, epoch);
+		} else {
+			struct sb_scan_result res;
+			rc = sb_segment_open_scan(seg, 1, epoch, &res);
+			if (!rc && res.stop_reason)
+				rc = truncate_tail(log, seg, &res);
+			else if (!rc)
+				/* Serve only what is durable: a process crash leaves unsynced
+				 * bytes in the page cache that a power loss would still take. */
+				rc = log->vfs->ops->datasync(log->vfs, seg->fd);
+		}
+		if (!rc && log->nsegs > 0) {
+			struct sb_segment *prev = sb_log__active(log);
+			if (seg->base_offset < prev->next_offset) {
+				SB_ERROR("segments_overlap", "log=%s base=%" PRId64 " previous_end=%" PRId64,
+					 log->name, seg->base_offset, prev->next_offset);
+				rc = SB_ECORRUPT;
+			} else if (seg->base_offset > prev->next_offset) {
+				SB_WARN("segment_gap", "log=%s from=%" PRId64 " to=%" PRId64, log->name,
+					prev->next_offset, seg->base_offset);
+			}
+		}
+		if (!rc)
+			rc = sb_log__push_segment(log, seg);
+		if (rc) {
+			sb_segment_unref(seg);
+			return rc;
+		}
+		log->total_bytes += seg->size;
+		if (seg->last_epoch >= 0)
+			epoch = seg->last_epoch;
+	}
+	return 0;
+}
+
+static int create_first_segment(struct sb_log *log)
+{
+	struct sb_segment *seg = NULL;
+	int rc = sb_segment_alloc(log->vfs, log->dir, 0, log->cfg.index_interval_bytes, &seg);
+	if (!rc)
+		rc = sb_segment_create(seg);
+	if (!rc)
+		rc = sb_log__push_segment(log, seg);
+	if (rc)
+		sb_segment_unref(seg);
+	return rc;
+}
+
+static void log_free(struct sb_log *log)
+{
+	for (uint32_t i = 0; i < log->nsegs; i++)
+		sb_segment_unref(log->segs[i]);
+	free(log->segs);
+	sb_log__free_staging(log);
+	pthread_mutex_destroy(&log->lock);
+	free(log->dir);
+	free(log->name);
+	free(log);
+}
+
+int sb_log_open(struct sb_vfs *vfs, struct sb_ioloop *loop, const char *dir, const char *name,
+		const struct sb_log_config *cfg, struct sb_log **out)
+{
+	struct base_list bl = {0};
+	struct sb_log *log = NULL;
+	int rc = sb_log_config_check(cfg);
+	int64_t t0 = sb_mono_ns();
+
+	if (rc)
+		return rc;
+	log = calloc(1, sizeof *log);
+	if (!log)
+		return -ENOMEM;
+	pthread_mutex_init(&log->lock, NULL);
+	log->vfs = vfs;
+	log->loop = loop;
+	log->aio = sb_ioloop_aio(loop);
+	log->cfg = *cfg;
+	log->dir = strdup(dir);
+	log->name = strdup(name);
+	log->task.pump = sb_log__pump;
+	log->task.tick = sb_log__tick;
+	log->last_epoch = -1;
+	if (!log->dir || !log->name) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	bl.log = log;
+	rc = vfs->ops->list_dir(vfs, dir, collect_entry, &bl);
+	if (rc)
+		goto fail;
+	if (bl.n)
+		qsort(bl.v, bl.n, sizeof *bl.v, cmp_i64);
+	rc = bl.n ? recover(log, bl.v, bl.n) : create_first_segment(log);
+	if (rc)
+		goto fail;
+	struct sb_segment *act = sb_log__active(log);
+	log->log_start = log->segs[0]->base_offset;
+	log->next_offset = log->stable_end = log->written_end = log->synced_end = act->next_offset;
+	log->stable_pos = act->size;
+	log->last_epoch = act->last_epoch;
+	for (uint32_t i = log->nsegs; i-- > 0 && log->last_epoch < 0;)
+		log->last_epoch = log->segs[i]->last_epoch;
+	log->last_sync_ms = sb_mono_ms();
+	sb_ioloop_add(loop, &log->task);
+	SB_INFO("log_opened", "log=%s segments=%u log_start=%" PRId64 " end=%" PRId64 " bytes=%" PRIu64
+		" recovery_ms=%.1f", log->name, log->nsegs, log->log_start, log->next_offset,
+		log->total_bytes, (double)(sb_mono_ns() - t0) / 1e6);
+	free(bl.v);
+	*out = log;
+	return 0;
+fail:
+	SB_ERROR("log_open_failed", "log=%s dir=\"%s\" error=\"%s\"", name, dir, sb_strerror(rc));
+	free(bl.v);
+	log_free(log);
+	return rc;
+}
+
+/* ---- close ---- */
+
+static int drained(void *arg)
+{
+	struct sb_log *log = arg;
+	pthread_mutex_lock(&log->lock);
+	int done = !log->pend_head && !log->write_inflight && !log->sync_inflight;
+	pthread_mutex_unlock(&log->lock);
+	return done;
+}
+
+void sb_log_close(struct sb_log *log)
+{
+	if (!log)
+		return;
+	pthread_mutex_lock(&log->lock);
+	log->closing = 1;
+	pthread_mutex_unlock(&log->lock);
+	sb_ioloop_kick(log->loop, &log->task);
+	sb_ioloop_wait(log->loop, drained, log);
+	sb_ioloop_remove(log->loop, &log->task);
+	if (!log->failed) {
+		int rc = log->vfs->ops->datasync(log->vfs, sb_log__active(log)->fd);
+		if (rc)
+			SB_ERROR("log_close_sync_failed", "log=%s error=\"%s\"", log->name, sb_strerror(rc));
+	}
+	SB_INFO("log_closed", "log=%s end=%" PRId64, log->name, log->stable_end);
+	log_free(log);
+}
+
+int sb_log_reconfigure(struct sb_log *log, const struct sb_log_config *cfg)
+{
+	int rc = sb_log_config_check(cfg);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&log->lock);
+	uint32_t interval = log->cfg.index_interval_bytes; /* fixed per segment */
+	log->cfg = *cfg;
+	log->cfg.index_interval_bytes = interval;
+	pthread_mutex_unlock(&log->lock);
+	return 0;
+}
+
+void sb_log_set_listener(struct sb_log *log, const struct sb_log_listener *l)
+{
+	pthread_mutex_lock(&log->lock);
+	log->listener = *l;
+	pthread_mutex_unlock(&log->lock);
+}
+
+/* ---- reads ---- */
+
+/* Lock held: index of the segment that holds offset (the last whose base is
+ * <= offset). */
+static uint32_t find_segment(struct sb_log *log, int64_t offset)
+{
+	uint32_t lo = 0, hi = log->nsegs;
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (log->segs[mid]->base_offset <= offset)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Lock held: how far readers may read in seg. */
+static uint64_t read_limit(struct sb_log *log, struct sb_segment *seg)
+{
+	if (seg == sb_log__active(log))
+		return log->stable_pos;
+	return seg->corrupt_pos != SB_SEGMENT_NO_CORRUPTION ? seg->corrupt_pos : seg->size;
+}
+
+int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out)
+{
+	memset(out, 0, sizeof *out);
+	for (;;) {
+		pthread_mutex_lock(&log->lock);
+		out->log_start = log->log_start;
+		out->stable_end = log->stable_end;
+		out->next_offset = offset;
+		if (offset < log->log_start || offset > log->stable_end) {
+			pthread_mutex_unlock(&log->lock);
+			return offset < log->log_start ? SB_ERANGE_LOW : SB_ERANGE_HIGH;
+		}
+		if (offset == log->stable_end) {
+			pthread_mutex_unlock(&log->lock);
+			return 0;
+		}
+		uint32_t i = find_segment(log, offset);
+		struct sb_segment *seg = log->segs[i];
+		uint64_t limit = read_limit(log, seg);
+		uint64_t start = sb_index_lookup(&seg->idx, (uint32_t)(offset - seg->base_offset));
+		int corrupt = seg->corrupt_pos != SB_SEGMENT_NO_CORRUPTION;
+		int64_t next_base = i + 1 < log->nsegs ? log->segs[i + 1]->base_offset : -1;
+		sb_segment_ref(seg);
+		pthread_mutex_unlock(&log->lock);
+
+		uint64_t off = 0, len = 0;
+		int rc = sb_segment_read(seg, offset, start, limit, max_bytes, &out->buf, &off, &len,
+					 &out->next_offset);
+		sb_segment_unref(seg);
+		if (rc == SB_ECORRUPT)
+			SB_LOG_RATELIMITED(SB_LEVEL_ERROR, 1000, "read_corrupt", "log=%s offset=%" PRId64,
+					   log->name, offset);
+		if (rc)
+			return rc;
+		if (len > 0) {
+			out->data = out->buf + off;
+			out->len = (size_t)len;
+			return 0;
+		}
+		if (corrupt)
+			return SB_ECORRUPT; /* the offset lies past a corrupt batch */
+		if (next_base < 0 || next_base <= offset)
+			return 0;
+		offset = next_base; /* offset sat in a gap between segments */
+	}
+}
+
+/* First record with timestamp >= ts in the batches of data[0..len). */
+static int find_in_batches(const uint8_t *data, size_t len, int64_t ts, int64_t *offset)
+{
+	size_t at = 0;
+	while (at < len) {
+		struct sb_batch_header h;
+		struct sb_record_iter it;
+		struct sb_record_view r;
+		int rc = sb_batch_parse_header(data + at, len - at, &h);
+		if (rc)
+			return SB_ECORRUPT;
+		if (h.max_timestamp_ms >= ts) {
+			sb_record_iter_init(&it, data + at, &h);
+			while ((rc = sb_record_iter_next(&it, &r)) == 1) {
+				if (r.timestamp_ms >= ts) {
+					*offset = r.offset;
+					return 0;
+				}
+			}
+			if (rc < 0)
+				return rc;
+		}
+		at += (size_t)sb_batch_total_bytes(&h);
+	}
+	return SB_ENOTFOUND;
+}
+
+int sb_log_offset_for_time(struct sb_log *log, int64_t ts_ms, int64_t *offset)
+{
+	int64_t pos_offset = -1;
+	pthread_mutex_lock(&log->lock);
+	*offset = log->stable_end;
+	for (uint32_t i = 0; i < log->nsegs; i++) {
+		struct sb_segment *seg = log->segs[i];
+		if (seg->idx.max_timestamp_ms >= ts_ms) {
+			uint64_t pos = sb_index_lookup_time(&seg->idx, ts_ms);
+			/* Translate the position back to an offset via the offset index. */
+			pos_offset = seg->base_offset;
+			for (uint32_t k = 0; k < seg->idx.n_off && seg->idx.off[k].pos <= pos; k++)
+				pos_offset = seg->base_offset + seg->idx.off[k].rel_offset;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&log->lock);
+	if (pos_offset < 0)
+		return SB_ENOTFOUND;
+	for (int64_t at = pos_offset;;) {
+		struct sb_log_read rd;
+		int rc = sb_log_read(log, at, 1u << 20, &rd);
+		if (rc == 0 && rd.len == 0)
+			rc = SB_ENOTFOUND;
+		if (rc == 0)
+			rc = find_in_batches(rd.data, rd.len, ts_ms, offset);
+		free(rd.buf);
+		if (rc != SB_ENOTFOUND || rd.len == 0)
+			return rc;
+		at = rd.next_offset;
+	}
+}
+
+void sb_log_info(struct sb_log *log, struct sb_log_info *info)
+{
+	pthread_mutex_lock(&log->lock);
+	info->log_start = log->log_start;
+	info->stable_end = log->stable_end;
+	info->next_offset = log->next_offset;
+	info->size_bytes = log->total_bytes;
+	info->segments = log->nsegs;
+	info->last_epoch = log->last_epoch;
+	info->failed = log->failed;
+	info->inflight_bytes = log->inflight_bytes;
+	pthread_mutex_unlock(&log->lock);
+}
+
+/* ---- retention and explicit rolls ---- */
+
+/* Lock held: should the oldest segment go? */
+static int head_expired(struct sb_log *log, int64_t now_ms)
+{
+	struct sb_segment *head = log->segs[0];
+	if (log->nsegs < 2)
+		return 0; /* never the active segment */
+	if (log->cfg.retention_bytes >= 0 &&
+	    log->total_bytes - head->size >= (uint64_t)log->cfg.retention_bytes)
+		return 1;
+	return log->cfg.retention_ms >= 0 && head->idx.max_timestamp_ms != INT64_MIN &&
+	       head->idx.max_timestamp_ms < now_ms - log->cfg.retention_ms;
+}
+
+int sb_log_apply_retention(struct sb_log *log, int64_t now_ms)
+{
+	struct sb_segment *gone[64];
+	int n = 0, rc = 0;
+
+	pthread_mutex_lock(&log->lock);
+	while (n < 64 && head_expired(log, now_ms)) {
+		gone[n++] = log->segs[0];
+		log->total_bytes -= log->segs[0]->size;
+		memmove(log->segs, log->segs + 1, (log->nsegs - 1) * sizeof *log->segs);
+		log->nsegs--;
+		log->log_start = log->segs[0]->base_offset;
+	}
+	int64_t start = log->log_start;
+	pthread_mutex_unlock(&log->lock);
+	for (int i = 0; i < n; i++) {
+		int r = sb_segment_remove_files(gone[i]);
+		if (r && !rc)
+			rc = r;
+		SB_INFO("segment_deleted", "log=%s base=%" PRId64 " end=%" PRId64 " bytes=%" PRIu64
+			" log_start=%" PRId64, log->name, gone[i]->base_offset, gone[i]->next_offset,
+			gone[i]->size, start);
+		sb_segment_unref(gone[i]); /* readers holding a reference keep the fd */
+	}
+	if (n > 0) {
+		int r = log->vfs->ops->sync_dir(log->vfs, log->dir);
+		if (r && !rc)
+			rc = r;
+	}
+	return rc ? rc : n;
+}
+
+struct roll_wait {
+	struct sb_log *log;
+	int target;
+};
+
+static int roll_finished(void *arg)
+{
+	struct roll_wait *w = arg;
+	pthread_mutex_lock(&w->log->lock);
+	int done = w->log->rolls_done >= w->target || w->log->failed;
+	pthread_mutex_unlock(&w->log->lock);
+	return done;
+}
+
+int sb_log_roll(struct sb_log *log)
+{
+	struct roll_wait w = {.log = log};
+	pthread_mutex_lock(&log->lock);
+	int rc = log->failed ? SB_EFAILED : 0;
+	w.target = log->rolls_done + 1;
+	log->roll_requested = 1;
+	pthread_mutex_unlock(&log->lock);
+	if (rc)
+		return rc;
+	sb_ioloop_kick(log->loop, &log->task);
+	sb_ioloop_wait(log->loop, roll_finished, &w);
+	return log->failed ? SB_EFAILED : 0;
+}

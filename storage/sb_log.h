@@ -1,0 +1,146 @@
+/* sb_log.h - a partition log: an ordered sequence of segment files holding
+ * record batches, with offsets assigned on append.
+ *
+ * Write path (runs on the I/O loop, see sb_ioloop.h): sb_log_append copies
+ * the caller's batches into the log's current staging chunk and assigns
+ * offsets; the loop writes whole chunks (everything that arrived while the
+ * previous write was in flight: natural coalescing), splits them at segment
+ * boundaries, rolls segments, and acknowledges per the fsync policy:
+ *   - ALWAYS: after an fdatasync covering the batch; one fdatasync covers
+ *     every batch written while the previous one was in flight (group commit);
+ *   - INTERVAL: after the write; an fdatasync runs every fsync_interval_ms;
+ *   - NEVER: after the write (page cache); fdatasync at seal and close.
+ * A write or fdatasync error fails every unacknowledged append and puts the
+ * log in a sticky failed state: later appends get SB_EFAILED, and nothing
+ * written after the failure is ever acknowledged (RELIABILITY.md rule 4).
+ *
+ * Read path (any thread): readers see exactly the acknowledged prefix
+ * [log_start, stable_end): never a batch that could still fail.
+ *
+ * Thread-safety: every function may be called from any thread unless noted;
+ * callbacks run on the I/O loop thread and must not block.
+ */
+#ifndef SB_STORAGE_LOG_H
+#define SB_STORAGE_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sb_error.h"
+
+struct sb_vfs;
+struct sb_ioloop;
+struct sb_log;
+
+enum sb_fsync_policy { SB_FSYNC_ALWAYS = 0, SB_FSYNC_INTERVAL = 1, SB_FSYNC_NEVER = 2 };
+
+/* "always" | "interval" | "never"; 0 or SB_EINVAL. */
+int sb_fsync_policy_parse(const char *s, enum sb_fsync_policy *out) SB_MUST_CHECK;
+const char *sb_fsync_policy_name(enum sb_fsync_policy p);
+
+struct sb_log_config {
+	uint64_t segment_bytes;        /* roll when the active segment reaches this */
+	int64_t segment_ms;            /* roll a non-empty segment this old; 0 = never */
+	uint32_t index_interval_bytes; /* bytes between sparse index entries */
+	enum sb_fsync_policy fsync_policy;
+	int64_t fsync_interval_ms;     /* for INTERVAL */
+	int64_t retention_bytes;       /* -1 = unlimited */
+	int64_t retention_ms;          /* -1 = unlimited */
+	uint32_t inflight_bytes_max;   /* appended but unacknowledged bytes bound */
+};
+
+/* Fills cfg with the defaults (1 GiB segments, fsync always, ...). */
+void sb_log_config_default(struct sb_log_config *cfg);
+/* Checks every field against sb_limits.h. 0 or SB_EBADCONFIG. */
+int sb_log_config_check(const struct sb_log_config *cfg) SB_MUST_CHECK;
+
+/* Optional notifications, called on the I/O loop thread. */
+struct sb_log_listener {
+	/* The acknowledged end advanced to stable_end (tail readers wake here). */
+	void (*on_stable)(void *arg, struct sb_log *log, int64_t stable_end);
+	/* A segment [base_offset, next_offset) was sealed and its files are final. */
+	void (*on_sealed)(void *arg, struct sb_log *log, int64_t base_offset, int64_t next_offset);
+	void *arg;
+};
+
+/* Called exactly once per accepted append, on the loop thread: result 0 and
+ * the base offset of the first batch, or a negative error (the batches are
+ * then not acknowledged, and after SB_EFAILED-class errors never will be). */
+typedef void (*sb_append_cb)(void *arg, int64_t base_offset, int result);
+
+/* Opens (creating if empty) the log in dir, which must exist. Recovers:
+ * sealed segments are opened with their indexes (rebuilt if invalid), the
+ * active segment is scanned and a torn tail truncated (cut bytes kept in
+ * <base>.log.cut-<position>), corruption elsewhere reported and fenced off.
+ * name is used in log lines ("topic/partition"). The log registers itself
+ * with loop. Returns 0, SB_EBADCONFIG, SB_ECORRUPT (unrecoverable layout,
+ * e.g. overlapping segments), -ENOMEM or -errno. */
+int sb_log_open(struct sb_vfs *vfs, struct sb_ioloop *loop, const char *dir, const char *name,
+		const struct sb_log_config *cfg, struct sb_log **out) SB_MUST_CHECK;
+
+/* Stops accepting appends (SB_ECLOSED), waits until every accepted append
+ * has completed, fdatasyncs the active segment, unregisters from the loop and
+ * frees the log. Must not be called on the loop thread. */
+void sb_log_close(struct sb_log *log);
+
+/* Changes retention/roll/fsync settings of an open log (segment_bytes applies
+ * from the next roll). 0 or SB_EBADCONFIG. */
+int sb_log_reconfigure(struct sb_log *log, const struct sb_log_config *cfg) SB_MUST_CHECK;
+
+void sb_log_set_listener(struct sb_log *log, const struct sb_log_listener *l);
+
+/* Appends one or more complete batches (data[0..len), back to back, as built
+ * by sb_batch_builder). The bytes are copied; each batch gets the next base
+ * offset and leader_epoch stamped (no CRC change). cb(arg, ...) fires once.
+ * Returns 0 (accepted), or without calling cb: SB_EBADBATCH (malformed or
+ * CRC mismatch), SB_ETOOBIG (over SB_BATCH_BYTES_MAX), SB_EBUSY (in-flight
+ * bytes at their bound: back off and retry), SB_EFAILED (sticky failure),
+ * SB_EFENCED (leader_epoch below the log's last epoch), SB_ECLOSED, -ENOMEM. */
+int sb_log_append(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
+		  sb_append_cb cb, void *arg) SB_MUST_CHECK;
+
+struct sb_log_read {
+	uint8_t *buf;          /* malloc'd; free(buf) when done (NULL if len == 0) */
+	const uint8_t *data;   /* whole batches: data[0..len) */
+	size_t len;
+	int64_t next_offset;   /* offset to read next */
+	int64_t log_start;     /* valid range at the time of the read */
+	int64_t stable_end;
+};
+
+/* Reads whole batches starting with the one containing offset, up to
+ * max_bytes (at least one batch when offset < stable_end, even if larger).
+ * len == 0 when offset == stable_end (caught up). Every batch's CRC is
+ * verified. Errors: SB_ERANGE_LOW (offset < log_start), SB_ERANGE_HIGH
+ * (offset > stable_end) — out->log_start/stable_end then give the valid
+ * range; SB_ECORRUPT (stored bytes invalid: DATA_LOSS), -errno. */
+int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out) SB_MUST_CHECK;
+
+/* Offset of the first record whose timestamp is >= ts_ms, in *offset.
+ * SB_ENOTFOUND if every acknowledged record is older (then *offset is the
+ * stable end). SB_ECORRUPT / -errno on read failures. */
+int sb_log_offset_for_time(struct sb_log *log, int64_t ts_ms, int64_t *offset) SB_MUST_CHECK;
+
+struct sb_log_info {
+	int64_t log_start;
+	int64_t stable_end;     /* acknowledged end: readable */
+	int64_t next_offset;    /* end including unacknowledged appends */
+	uint64_t size_bytes;    /* bytes in all segments */
+	uint32_t segments;
+	int32_t last_epoch;
+	int failed;             /* sticky failure error, 0 if healthy */
+	uint64_t inflight_bytes;
+};
+void sb_log_info(struct sb_log *log, struct sb_log_info *info);
+
+/* Deletes sealed segments past the retention limits, oldest first (never the
+ * active one), and advances log_start. now_ms is wall-clock time. Returns
+ * the number of segments deleted or -errno. The I/O loop runs this on its
+ * ticks; exposed for tests and tools. */
+int sb_log_apply_retention(struct sb_log *log, int64_t now_ms) SB_MUST_CHECK;
+
+/* Seals the active segment now (if non-empty) and starts a new one, once
+ * every queued write has completed. Waits for it. 0 or -errno/SB_EFAILED. */
+int sb_log_roll(struct sb_log *log) SB_MUST_CHECK;
+
+#endif

@@ -1,0 +1,508 @@
+/* test_log.c - the partition log on the real file system, once per I/O
+ * backend (SB_TEST_IO): appends and acks, reads at every boundary, rolls,
+ * recovery, torn tails, index rebuilds, back-pressure, fencing, timestamps. */
+#include "sb_test.h"
+#include "sb_test_batch.h"
+
+#include "sb_aio.h"
+#include "sb_ioloop.h"
+#include "sb_limits.h"
+#include "sb_log.h"
+#include "sb_segment.h"
+#include "sb_vfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TS0 1700000000000ll
+
+struct fixture {
+	char *dir;
+	struct sb_ioloop *loop;
+	struct sb_log *log;
+	struct sb_log_config cfg;
+};
+
+struct acks {
+	int64_t n, failed, last_base;
+	int last_err;
+	int64_t bases[4096];
+};
+
+static void on_ack(void *arg, int64_t base, int result)
+{
+	struct acks *a = arg;
+	if (result) {
+		a->failed++;
+		a->last_err = result;
+	} else {
+		if (a->n < 4096)
+			a->bases[a->n] = base;
+		a->n++;
+		a->last_base = base;
+	}
+}
+
+static void fx_open(struct fixture *f, int threaded)
+{
+	if (!f->loop) {
+		assert_int_equal(sb_ioloop_new(sbt_open_aio(), 5, &f->loop), 0);
+		if (threaded)
+			assert_int_equal(sb_ioloop_start(f->loop), 0);
+	}
+	assert_int_equal(sb_log_open(sb_vfs_posix(), f->loop, f->dir, "t/0", &f->cfg, &f->log), 0);
+}
+
+static void fx_init(struct fixture *f, const char *name, int threaded)
+{
+	memset(f, 0, sizeof *f);
+	f->dir = sbt_tmpdir(name);
+	sb_log_config_default(&f->cfg);
+	f->cfg.retention_ms = -1; /* test timestamps are years old */
+	fx_open(f, threaded);
+}
+
+static void fx_fini(struct fixture *f)
+{
+	sb_log_close(f->log);
+	sb_ioloop_free(f->loop);
+	int rc = sb_vfs_remove_tree(sb_vfs_posix(), f->dir);
+	assert_int_equal(rc, 0);
+	free(f->dir);
+}
+
+static void run_until_acked(struct fixture *f, struct acks *a, int64_t want)
+{
+	for (int i = 0; i < 100000 && a->n + a->failed < want; i++)
+		assert_true(sb_ioloop_run_once(f->loop, 10) >= 0);
+	assert_int_equal(a->n + a->failed, want);
+}
+
+/* Appends `batches` batches of `per` records; ids continue from *next_id. */
+static void append_many(struct fixture *f, struct acks *a, int batches, uint32_t per, uint32_t vlen,
+			uint64_t *next_id)
+{
+	int64_t want = a->n + a->failed;
+	for (int i = 0; i < batches; i++) {
+		size_t len;
+		uint8_t *b = sbt_batch(*next_id, per, vlen, TS0, &len);
+		int rc;
+		while ((rc = sb_log_append(f->log, b, len, 0, on_ack, a)) == SB_EBUSY)
+			assert_true(sb_ioloop_run_once(f->loop, 1) >= 0);
+		assert_int_equal(rc, 0);
+		free(b);
+		*next_id += per;
+		want++;
+	}
+	run_until_acked(f, a, want);
+}
+
+/* Reads everything from `from` to the end and checks every record. */
+static int64_t read_all_check(struct sb_log *log, int64_t from, uint32_t vlen, size_t max_bytes)
+{
+	int64_t at = from, total = 0;
+	for (;;) {
+		struct sb_log_read rd;
+		int rc = sb_log_read(log, at, max_bytes, &rd);
+		assert_int_equal(rc, 0);
+		if (rd.len == 0)
+			break;
+		int64_t n = sbt_check_batches(rd.data, rd.len, vlen, TS0, at);
+		assert_true(n > 0);
+		total += n;
+		assert_true(rd.next_offset > at);
+		at = rd.next_offset;
+		free(rd.buf);
+	}
+	return total;
+}
+
+static void test_appends_are_acked_in_order_and_read_back(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	(void)state;
+	fx_init(&f, "log-basic", 0);
+	append_many(&f, &a, 200, 10, 100, &id);
+	assert_int_equal(a.failed, 0);
+	for (int i = 0; i < 200; i++)
+		assert_int_equal(a.bases[i], i * 10);
+	assert_int_equal(read_all_check(f.log, 0, 100, 1 << 20), 2000);
+	struct sb_log_info info;
+	sb_log_info(f.log, &info);
+	assert_int_equal(info.stable_end, 2000);
+	assert_int_equal(info.log_start, 0);
+	assert_int_equal(info.inflight_bytes, 0);
+	fx_fini(&f);
+}
+
+static void test_threaded_loop_acks_concurrent_appends(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	(void)state;
+	fx_init(&f, "log-threaded", 1);
+	for (int i = 0; i < 500; i++) {
+		size_t len;
+		uint8_t *b = sbt_batch(id, 20, 64, TS0, &len);
+		int rc;
+		while ((rc = sb_log_append(f.log, b, len, 0, on_ack, &a)) == SB_EBUSY)
+			usleep(100);
+		assert_int_equal(rc, 0);
+		free(b);
+		id += 20;
+	}
+	for (int i = 0; i < 20000 && __atomic_load_n(&a.n, __ATOMIC_ACQUIRE) < 500; i++)
+		usleep(500);
+	assert_int_equal(__atomic_load_n(&a.n, __ATOMIC_ACQUIRE), 500);
+	assert_int_equal(read_all_check(f.log, 0, 64, 64 << 10), 10000);
+	fx_fini(&f);
+}
+
+static void test_reads_at_every_boundary(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	(void)state;
+	memset(&f, 0, sizeof f);
+	f.dir = sbt_tmpdir("log-bounds");
+	sb_log_config_default(&f.cfg);
+	f.cfg.retention_ms = -1;
+	f.cfg.segment_bytes = 8192; /* many segments */
+	f.cfg.index_interval_bytes = 256;
+	fx_open(&f, 0);
+	append_many(&f, &a, 300, 7, 50, &id);
+	struct sb_log_info info;
+	sb_log_info(f.log, &info);
+	assert_true(info.segments > 10);
+	for (int64_t o = 0; o < (int64_t)id; o++) {
+		struct sb_log_read rd;
+		assert_int_equal(sb_log_read(f.log, o, 1, &rd), 0);
+		assert_true(rd.len > 0);
+		/* The first batch returned contains o; only one batch fits 1 byte. */
+		struct sb_batch_header h;
+		assert_int_equal(sb_batch_verify(rd.data, rd.len, &h), 0);
+		assert_int_equal((int64_t)sb_batch_total_bytes(&h), (int64_t)rd.len);
+		assert_true(h.base_offset <= o && o < sb_batch_next_offset(&h));
+		assert_int_equal(rd.next_offset, sb_batch_next_offset(&h));
+		assert_true(sbt_check_batches(rd.data, rd.len, 50, TS0, o) > 0);
+		free(rd.buf);
+	}
+	struct sb_log_read rd;
+	assert_int_equal(sb_log_read(f.log, (int64_t)id, 1 << 20, &rd), 0);
+	assert_int_equal(rd.len, 0);
+	assert_int_equal(sb_log_read(f.log, (int64_t)id + 1, 1 << 20, &rd), SB_ERANGE_HIGH);
+	assert_int_equal(rd.stable_end, (int64_t)id);
+	assert_int_equal(sb_log_read(f.log, -1, 1 << 20, &rd), SB_ERANGE_LOW);
+	fx_fini(&f);
+}
+
+struct sealed {
+	int n;
+	int64_t last_base, last_end;
+};
+
+static void on_sealed(void *arg, struct sb_log *log, int64_t base, int64_t end)
+{
+	struct sealed *s = arg;
+	(void)log;
+	s->n++;
+	assert_int_equal(base, s->last_end); /* contiguous */
+	s->last_base = base;
+	s->last_end = end;
+}
+
+static void test_roll_by_size_seals_and_notifies(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	struct sealed s = {0};
+	uint64_t id = 0;
+	(void)state;
+	memset(&f, 0, sizeof f);
+	f.dir = sbt_tmpdir("log-roll");
+	sb_log_config_default(&f.cfg);
+	f.cfg.retention_ms = -1;
+	f.cfg.segment_bytes = 16384;
+	fx_open(&f, 0);
+	struct sb_log_listener l = {.on_sealed = on_sealed, .arg = &s};
+	sb_log_set_listener(f.log, &l);
+	append_many(&f, &a, 100, 10, 100, &id);
+	struct sb_log_info info;
+	sb_log_info(f.log, &info);
+	assert_int_equal(s.n, (int)info.segments - 1);
+	assert_true(s.n >= 5);
+	/* Every sealed segment has its index files; none exceeds segment_bytes. */
+	char path[SB_PATH_MAX];
+	struct stat st;
+	sb_segment_path(f.dir, s.last_base, ".index", path);
+	assert_int_equal(stat(path, &st), 0);
+	sb_segment_path(f.dir, s.last_base, ".timeindex", path);
+	assert_int_equal(stat(path, &st), 0);
+	sb_segment_path(f.dir, s.last_base, ".log", path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(st.st_size <= 16384);
+	assert_int_equal(sb_log_roll(f.log), 0);
+	assert_int_equal(s.n, (int)info.segments);
+	fx_fini(&f);
+}
+
+static void test_reopen_recovers_everything(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	(void)state;
+	memset(&f, 0, sizeof f);
+	f.dir = sbt_tmpdir("log-reopen");
+	sb_log_config_default(&f.cfg);
+	f.cfg.retention_ms = -1;
+	f.cfg.segment_bytes = 32768;
+	fx_open(&f, 0);
+	append_many(&f, &a, 100, 10, 100, &id);
+	sb_log_close(f.log);
+	fx_open(&f, 0);
+	struct sb_log_info info;
+	sb_log_info(f.log, &info);
+	assert_int_equal(info.stable_end, 1000);
+	assert_int_equal(read_all_check(f.log, 0, 100, 1 << 20), 1000);
+	append_many(&f, &a, 10, 10, 100, &id); /* continues at 1000 */
+	assert_int_equal(a.last_base, 1090);
+	assert_int_equal(read_all_check(f.log, 0, 100, 1 << 20), 1100);
+	fx_fini(&f);
+}
+
+static void test_missing_or_corrupt_index_is_rebuilt(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	char path[SB_PATH_MAX];
+	(void)state;
+	memset(&f, 0, sizeof f);
+	f.dir = sbt_tmpdir("log-index");
+	sb_log_config_default(&f.cfg);
+	f.cfg.retention_ms = -1;
+	f.cfg.segment_bytes = 32768;
+	f.cfg.index_interval_bytes = 512;
+	fx_open(&f, 0);
+	append_many(&f, &a, 60, 10, 100, &id);
+	sb_log_close(f.log);
+	sb_segment_path(f.dir, 0, ".index", path);
+	assert_int_equal(unlink(path), 0);
+	/* Corrupt the second sealed segment's index: a flipped byte. */
+	struct sb_log *tmp;
+	fx_open(&f, 0);
+	tmp = f.log;
+	struct sb_log_info info;
+	sb_log_info(tmp, &info);
+	assert_true(info.segments >= 3);
+	sb_log_close(tmp);
+	sb_segment_path(f.dir, 0, ".index", path);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0); /* rebuilt and saved */
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t junk = 0xA5;
+	assert_int_equal(pwrite(fd, &junk, 1, 44), 1);
+	close(fd);
+	fx_open(&f, 0);
+	assert_int_equal(read_all_check(f.log, 0, 100, 1 << 20), 600);
+	for (int64_t o = 0; o < 600; o += 37) {
+		struct sb_log_read rd;
+		assert_int_equal(sb_log_read(f.log, o, 1, &rd), 0);
+		assert_true(sbt_check_batches(rd.data, rd.len, 100, TS0, o) > 0);
+		free(rd.buf);
+	}
+	fx_fini(&f);
+}
+
+static void append_bytes(const char *path, const void *p, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, p, n), (ssize_t)n);
+	close(fd);
+}
+
+struct cut_count {
+	int n;
+};
+
+static void test_torn_tail_is_truncated_and_kept(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	char path[SB_PATH_MAX];
+	(void)state;
+	fx_init(&f, "log-torn", 0);
+	append_many(&f, &a, 10, 10, 100, &id);
+	sb_log_close(f.log);
+	/* A torn write: the first 300 bytes of the next batch. */
+	size_t len;
+	uint8_t *b = sbt_batch(100, 10, 100, TS0, &len);
+	sb_batch_set_base_offset(b, 100);
+	sb_segment_path(f.dir, 0, ".log", path);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	off_t good = st.st_size;
+	append_bytes(path, b, 300);
+	free(b);
+	fx_open(&f, 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, good);
+	char cut[SB_PATH_MAX + 64];
+	snprintf(cut, sizeof cut, "%s.cut-%lld", path, (long long)good);
+	assert_int_equal(stat(cut, &st), 0);
+	assert_int_equal(st.st_size, 300);
+	assert_int_equal(read_all_check(f.log, 0, 100, 1 << 20), 100);
+	append_many(&f, &a, 1, 10, 100, &id);
+	assert_int_equal(a.last_base, 100);
+	fx_fini(&f);
+}
+
+static void test_backpressure_returns_busy_not_memory(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	(void)state;
+	memset(&f, 0, sizeof f);
+	f.dir = sbt_tmpdir("log-busy");
+	sb_log_config_default(&f.cfg);
+	f.cfg.retention_ms = -1;
+	f.cfg.inflight_bytes_max = SB_LOG_INFLIGHT_BYTES_MIN;
+	fx_open(&f, 0); /* loop not driven: nothing completes */
+	size_t len;
+	uint8_t *b = sbt_batch(0, 10, 1000, TS0, &len);
+	int accepted = 0, rc;
+	while ((rc = sb_log_append(f.log, b, len, 0, on_ack, &a)) == 0)
+		accepted++;
+	assert_int_equal(rc, SB_EBUSY);
+	assert_true((uint64_t)accepted * len <= SB_LOG_INFLIGHT_BYTES_MIN);
+	assert_true(accepted > 0);
+	run_until_acked(&f, &a, accepted);
+	assert_int_equal(sb_log_append(f.log, b, len, 0, on_ack, &a), 0);
+	run_until_acked(&f, &a, accepted + 1);
+	free(b);
+	fx_fini(&f);
+}
+
+static void test_bad_batches_and_old_epochs_are_rejected(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	(void)state;
+	fx_init(&f, "log-reject", 0);
+	size_t len;
+	uint8_t *b = sbt_batch(0, 3, 10, TS0, &len);
+	assert_int_equal(sb_log_append(f.log, b, 0, 0, on_ack, &a), SB_EBADBATCH);
+	assert_int_equal(sb_log_append(f.log, b, len - 1, 0, on_ack, &a), SB_EBADBATCH);
+	b[len - 1] ^= 1;
+	assert_int_equal(sb_log_append(f.log, b, len, 0, on_ack, &a), SB_EBADBATCH);
+	b[len - 1] ^= 1;
+	assert_int_equal(sb_log_append(f.log, b, len, 5, on_ack, &a), 0);
+	assert_int_equal(sb_log_append(f.log, b, len, 4, on_ack, &a), SB_EFENCED);
+	run_until_acked(&f, &a, 1);
+	struct sb_log_read rd;
+	assert_int_equal(sb_log_read(f.log, 0, 1 << 20, &rd), 0);
+	struct sb_batch_header h;
+	assert_int_equal(sb_batch_verify(rd.data, rd.len, &h), 0);
+	assert_int_equal(h.leader_epoch, 5);
+	free(rd.buf);
+	free(b);
+	sb_log_close(f.log);
+	fx_open(&f, 0);
+	b = sbt_batch(3, 1, 1, TS0, &len);
+	assert_int_equal(sb_log_append(f.log, b, len, 4, on_ack, &a), SB_EFENCED);
+	free(b);
+	fx_fini(&f);
+}
+
+static void test_offset_for_timestamp(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	(void)state;
+	memset(&f, 0, sizeof f);
+	f.dir = sbt_tmpdir("log-time");
+	sb_log_config_default(&f.cfg);
+	f.cfg.retention_ms = -1;
+	f.cfg.segment_bytes = 8192;
+	f.cfg.index_interval_bytes = 128;
+	fx_open(&f, 0);
+	append_many(&f, &a, 100, 5, 40, &id); /* record i has timestamp TS0 + i */
+	for (int64_t o = 0; o < 500; o += 7) {
+		int64_t got = -1;
+		assert_int_equal(sb_log_offset_for_time(f.log, TS0 + o, &got), 0);
+		assert_int_equal(got, o);
+	}
+	int64_t got;
+	assert_int_equal(sb_log_offset_for_time(f.log, 0, &got), 0);
+	assert_int_equal(got, 0);
+	assert_int_equal(sb_log_offset_for_time(f.log, TS0 + 500, &got), SB_ENOTFOUND);
+	assert_int_equal(got, 500);
+	fx_fini(&f);
+}
+
+static void test_fsync_policies_all_ack(void **state)
+{
+	enum sb_fsync_policy p[3] = {SB_FSYNC_ALWAYS, SB_FSYNC_INTERVAL, SB_FSYNC_NEVER};
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		struct fixture f;
+		struct acks a = {0};
+		uint64_t id = 0;
+		memset(&f, 0, sizeof f);
+		f.dir = sbt_tmpdir("log-policy");
+		sb_log_config_default(&f.cfg);
+	f.cfg.retention_ms = -1;
+		f.cfg.fsync_policy = p[i];
+		f.cfg.fsync_interval_ms = 5;
+		fx_open(&f, i == 1);
+		if (i == 1) {
+			for (int k = 0; k < 50; k++) {
+				size_t len;
+				uint8_t *b = sbt_batch(id, 10, 10, TS0, &len);
+				assert_int_equal(sb_log_append(f.log, b, len, 0, on_ack, &a), 0);
+				free(b);
+				id += 10;
+			}
+			for (int k = 0; k < 10000 && __atomic_load_n(&a.n, __ATOMIC_ACQUIRE) < 50; k++)
+				usleep(200);
+			assert_int_equal(__atomic_load_n(&a.n, __ATOMIC_ACQUIRE), 50);
+		} else {
+			append_many(&f, &a, 50, 10, 10, &id);
+		}
+		assert_int_equal(read_all_check(f.log, 0, 10, 1 << 20), 500);
+		fx_fini(&f);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_appends_are_acked_in_order_and_read_back),
+		cmocka_unit_test(test_threaded_loop_acks_concurrent_appends),
+		cmocka_unit_test(test_reads_at_every_boundary),
+		cmocka_unit_test(test_roll_by_size_seals_and_notifies),
+		cmocka_unit_test(test_reopen_recovers_everything),
+		cmocka_unit_test(test_missing_or_corrupt_index_is_rebuilt),
+		cmocka_unit_test(test_torn_tail_is_truncated_and_kept),
+		cmocka_unit_test(test_backpressure_returns_busy_not_memory),
+		cmocka_unit_test(test_bad_batches_and_old_epochs_are_rejected),
+		cmocka_unit_test(test_offset_for_timestamp),
+		cmocka_unit_test(test_fsync_policies_all_ack),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
