@@ -101,7 +101,7 @@ static void kv_to_json(char *dst, size_t cap, size_t *n, const char *kv)
 
 void sb_logging_emit(enum sb_level level, const char *event, const char *kvfmt, ...)
 {
-	char kv[2048], line[4096], ts[40];
+	char kv[2048], line[4096], ts[64];
 	struct timespec now;
 	struct tm tm;
 	va_list ap;
@@ -112,8 +112,8 @@ void sb_logging_emit(enum sb_level level, const char *event, const char *kvfmt, 
 	va_end(ap);
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
-	snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+	snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(now.tv_nsec / 1000000));
 	if (log_format == SB_LOG_JSON) {
 		n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\"",
 				     ts, level_names[level], event);

@@ -142,8 +142,15 @@ static void wait_ready(struct sync_engine *e, int timeout_ms, int (*ready)(struc
 	e->woken = 0;
 }
 
-static int queue_ready(struct sync_engine *e) { return e->queue.head != NULL; }
-static int done_ready(struct sync_engine *e) { return e->done.head != NULL; }
+static int queue_ready(struct sync_engine *e)
+{
+	return e->queue.head != NULL;
+}
+
+static int done_ready(struct sync_engine *e)
+{
+	return e->done.head != NULL;
+}
 
 /* Runs the callbacks of a detached list; inflight was already released. */
 static int run_callbacks(struct sb_aio_req *r)
@@ -223,7 +230,8 @@ static void *worker_main(void *p)
 		if (!e->queue.head)
 			break; /* stopping with nothing left */
 		struct sb_aio_req *r = fifo_pop(&e->queue);
-		*slot = (struct worker_slot){.busy = 1, .op = r->op, .fd = r->fd, .seq = e->taken++};
+		*slot = (struct worker_slot){
+			.busy = 1, .op = r->op, .fd = r->fd, .seq = e->taken++};
 		while (r->op == SB_AIO_DATASYNC && earlier_write_running(e, r->fd, slot->seq))
 			pthread_cond_wait(&e->order_cv, &e->mu);
 		pthread_mutex_unlock(&e->mu);

@@ -155,7 +155,8 @@ static void arm_wake(struct uring_engine *e)
 static void submit_ordered_sync(struct uring_engine *e, struct fd_order *o, struct sb_aio_req *r)
 {
 	struct sb_aio_req *last = e->last_req;
-	if (o->writes == 1 && !o->held_head && last && last->op == SB_AIO_WRITE && last->fd == r->fd) {
+	if (o->writes == 1 && !o->held_head && last && last->op == SB_AIO_WRITE &&
+	    last->fd == r->fd) {
 		/* No implicit submit here: both SQEs must go in one batch. */
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
 		if (sqe) {

@@ -173,7 +173,8 @@ static inline uint8_t *put_nullable(uint8_t *p, const void *data, uint32_t len)
 }
 
 /* Bytes of the record's fields after the length prefix. */
-static size_t record_body_size(const struct sb_record_in *r, int64_t ts_delta, uint32_t offset_delta)
+static size_t record_body_size(const struct sb_record_in *r, int64_t ts_delta,
+                               uint32_t offset_delta)
 {
 	size_t n = 1 + sb_varint_size(ts_delta) + sb_uvarint_size(offset_delta);
 	n += nullable_size(r->key, r->key_len) + nullable_size(r->value, r->value_len);
@@ -187,7 +188,7 @@ static size_t record_body_size(const struct sb_record_in *r, int64_t ts_delta, u
 }
 
 static uint8_t *put_record(uint8_t *p, const struct sb_record_in *r, size_t body, int64_t ts_delta,
-			   uint32_t offset_delta)
+                           uint32_t offset_delta)
 {
 	p += sb_uvarint_put(p, body);
 	*p++ = r->attributes;
@@ -239,7 +240,7 @@ int sb_batch_builder_add(struct sb_batch_builder *b, const struct sb_record_in *
 	uint8_t *end = put_record(b->buf + b->len, r, body, ts_delta, b->count);
 	b->len += rec;
 	assert(end == b->buf + b->len); /* size and encoding agree */
-	(void)end;                       /* unused under NDEBUG */
+	(void)end;                      /* unused under NDEBUG */
 	if (b->count == 0 || r->timestamp_ms > b->max_ts)
 		b->max_ts = r->timestamp_ms;
 	b->first_ts = first_ts;
@@ -264,7 +265,8 @@ int sb_batch_builder_finish(struct sb_batch_builder *b, const void **out, size_t
 	sb_store16(p + SB_BATCH_OFF_PRODUCER_EPOCH, (uint16_t)-1);
 	sb_store32(p + SB_BATCH_OFF_BASE_SEQ, (uint32_t)-1);
 	sb_store32(p + SB_BATCH_OFF_COUNT, b->count);
-	sb_store32(p + SB_BATCH_OFF_CRC, sb_crc32c(p + SB_BATCH_CRC_START, b->len - SB_BATCH_CRC_START));
+	sb_store32(p + SB_BATCH_OFF_CRC,
+	           sb_crc32c(p + SB_BATCH_CRC_START, b->len - SB_BATCH_CRC_START));
 	*out = p;
 	*out_len = b->len;
 	return 0;
@@ -272,7 +274,8 @@ int sb_batch_builder_finish(struct sb_batch_builder *b, const void **out, size_t
 
 /* ---- Reading ---- */
 
-void sb_record_iter_init(struct sb_record_iter *it, const void *buf, const struct sb_batch_header *h)
+void sb_record_iter_init(struct sb_record_iter *it, const void *buf,
+                         const struct sb_batch_header *h)
 {
 	const uint8_t *p = buf;
 	uint64_t total = sb_batch_total_bytes(h);
@@ -287,7 +290,7 @@ void sb_record_iter_init(struct sb_record_iter *it, const void *buf, const struc
 
 /* Reads a zigzag length (-1 = null) and that many bytes, all before end. */
 static inline int get_nullable(const uint8_t **pp, const uint8_t *end, const uint8_t **data,
-			       int32_t *len)
+                               int32_t *len)
 {
 	int64_t n;
 	if (sb_varint_get(pp, end, &n) || n < -1 || n > end - *pp || n > INT32_MAX)
@@ -304,7 +307,8 @@ int sb_record_header_next(const uint8_t **pp, const uint8_t *end, struct sb_head
 	uint64_t key_len;
 	if (p >= end)
 		return 0;
-	if (sb_uvarint_get(&p, end, &key_len) || key_len > (uint64_t)(end - p) || key_len > INT32_MAX)
+	if (sb_uvarint_get(&p, end, &key_len) || key_len > (uint64_t)(end - p) ||
+	    key_len > INT32_MAX)
 		return SB_ECORRUPT;
 	h->key = p;
 	h->key_len = (uint32_t)key_len;

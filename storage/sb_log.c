@@ -408,7 +408,7 @@ static int find_in_batches(const uint8_t *data, size_t len, int64_t ts, int64_t 
 		struct sb_batch_header h;
 		struct sb_record_iter it;
 		struct sb_record_view r;
-		int rc = sb_batch_parse_header(data + at, len - at, &h);
+		int rc = sb_batch_verify(data + at, len - at, &h);
 		if (rc)
 			return SB_ECORRUPT;
 		if (h.max_timestamp_ms >= ts) {

@@ -203,7 +203,10 @@ fail:
 }
 
 /* Returns -ENOENT if path does not exist (callers that only want it gone
- * may treat that as success). */
+ * may treat that as success). Symbolic links are removed, never followed:
+ * entries come typed from list_dir (a link is not a directory), and for the
+ * top path, which stat follows, an unlink is tried first; it removes a link
+ * to a directory and always fails on a real directory. */
 int sb_vfs_remove_tree(struct sb_vfs *vfs, const char *path)
 {
 	struct sb_stat st;
@@ -212,6 +215,8 @@ int sb_vfs_remove_tree(struct sb_vfs *vfs, const char *path)
 		return rc;
 	if (!st.is_dir)
 		return vfs->ops->unlink(vfs, path);
+	if (vfs->ops->unlink(vfs, path) == 0)
+		return 0; /* it was a symbolic link to a directory */
 	if ((rc = remove_dir_contents(vfs, path)))
 		return rc;
 	return vfs->ops->rmdir(vfs, path);

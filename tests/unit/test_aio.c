@@ -7,10 +7,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -583,6 +589,71 @@ static void test_auto_open_succeeds_and_writes(void **state)
 	free(f.dir);
 }
 
+/* Makes io_uring_setup fail with EPERM in this process, as container seccomp
+ * profiles do. Returns 0, or -1 if seccomp filters cannot be installed. */
+static int block_io_uring(void)
+{
+	struct sock_filter insns[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof(insns) / sizeof(insns[0]), .filter = insns};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0 ? -1 : 0;
+}
+
+/* Child: exit 0 if uring fails with -EPERM and auto gives the sync engine;
+ * 77 if seccomp is unavailable; 1 otherwise. stderr goes to the pipe. */
+static int fallback_child(int err_fd)
+{
+	struct sb_aio *aio = NULL;
+	dup2(err_fd, 2);
+	if (block_io_uring() != 0)
+		return SB_TEST_SKIP;
+	if (sb_aio_open(SB_AIO_URING, &aio) != -EPERM)
+		return 1;
+	if (sb_aio_open(SB_AIO_AUTO, &aio) != 0 || strcmp(aio->ops->name, "sync") != 0)
+		return 1;
+	aio->ops->destroy(aio);
+	return 0;
+}
+
+static void test_auto_falls_back_to_sync_with_one_warning_when_io_uring_is_blocked(void **state)
+{
+	(void)state;
+	char log[4096] = {0};
+	int p[2], status = 0, lines = 0;
+	size_t used = 0;
+	ssize_t n;
+	pid_t pid;
+	assert_int_equal(pipe(p), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		_exit(fallback_child(p[1]));
+	}
+	close(p[1]);
+	while (used < sizeof(log) - 1 && (n = read(p[0], log + used, sizeof(log) - 1 - used)) > 0)
+		used += (size_t)n;
+	close(p[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == SB_TEST_SKIP) {
+		skip();
+		return;
+	}
+	assert_int_equal(WEXITSTATUS(status), 0);
+	for (char *l = log; (l = strstr(l, "io_uring_unavailable")); l++)
+		lines++;
+	assert_int_equal(lines, 1);
+	assert_non_null(strstr(log, "fallback=sync"));
+	assert_non_null(strstr(log, "level=warn"));
+}
+
 static void test_open_sync_kind_uses_the_sync_engine(void **state)
 {
 	(void)state;
@@ -631,6 +702,7 @@ int main(void)
 		cmocka_unit_test(test_uring_depth_one_runs_writes_and_datasyncs),
 		cmocka_unit_test(test_uring_rejects_zero_and_oversized_depth),
 		cmocka_unit_test(test_auto_open_succeeds_and_writes),
+		cmocka_unit_test(test_auto_falls_back_to_sync_with_one_warning_when_io_uring_is_blocked),
 		cmocka_unit_test(test_open_sync_kind_uses_the_sync_engine),
 		cmocka_unit_test(test_parse_kind_accepts_the_three_names_only),
 	};

@@ -49,11 +49,11 @@ static uint8_t *build(const struct sb_record_in *recs, size_t n, size_t *len)
 static void fix_crc(uint8_t *buf, size_t len)
 {
 	sb_store32(buf + SB_BATCH_OFF_CRC,
-		   sb_crc32c(buf + SB_BATCH_CRC_START, len - SB_BATCH_CRC_START));
+	           sb_crc32c(buf + SB_BATCH_CRC_START, len - SB_BATCH_CRC_START));
 }
 
 static void assert_nullable_eq(const void *want, uint32_t want_len, const uint8_t *got,
-			       int32_t got_len)
+                               int32_t got_len)
 {
 	if (!want) {
 		assert_null(got);
@@ -130,8 +130,14 @@ struct wbuf {
 	size_t n;
 };
 
-static void w_uv(struct wbuf *w, uint64_t v) { w->n += sb_uvarint_put(w->b + w->n, v); }
-static void w_zz(struct wbuf *w, int64_t v) { w->n += sb_varint_put(w->b + w->n, v); }
+static void w_uv(struct wbuf *w, uint64_t v)
+{
+	w->n += sb_uvarint_put(w->b + w->n, v);
+}
+static void w_zz(struct wbuf *w, int64_t v)
+{
+	w->n += sb_varint_put(w->b + w->n, v);
+}
 static void w_raw(struct wbuf *w, const void *p, size_t n)
 {
 	memcpy(w->b + w->n, p, n);
@@ -149,7 +155,7 @@ static void w_str(struct wbuf *w, const char *s) /* NULL = null */
 
 /* Appends one record with no headers; its length prefix is off by adjust. */
 static void w_record(struct wbuf *w, int64_t ts_delta, uint64_t offset_delta, const char *key,
-		     const char *value, int adjust)
+                     const char *value, int adjust)
 {
 	struct wbuf body = {.n = 0};
 	body.b[body.n++] = 0; /* attributes */
@@ -198,9 +204,14 @@ static uint8_t *small_batch(size_t *len)
 {
 	static const struct sb_header_in hd[] = {{"h", 1, "x", 1}};
 	const struct sb_record_in recs[] = {
-		{.key = "k1", .key_len = 2, .value = "v1", .value_len = 2, .timestamp_ms = 10},
-		{.key = "k2", .key_len = 2, .value = NULL, .headers = hd, .header_count = 1,
-		 .timestamp_ms = 12, .attributes = SB_RECORD_ATTR_TOMBSTONE},
+	    {.key = "k1", .key_len = 2, .value = "v1", .value_len = 2, .timestamp_ms = 10},
+	    {.key = "k2",
+	     .key_len = 2,
+	     .value = NULL,
+	     .headers = hd,
+	     .header_count = 1,
+	     .timestamp_ms = 12,
+	     .attributes = SB_RECORD_ATTR_TOMBSTONE},
 	};
 	return build(recs, 2, len);
 }
@@ -211,12 +222,15 @@ static void test_null_and_empty_keys_and_values_round_trip(void **state)
 {
 	(void)state;
 	const struct sb_record_in recs[] = {
-		{.key = NULL, .value = NULL, .timestamp_ms = 1},
-		{.key = "", .key_len = 0, .value = "", .value_len = 0, .timestamp_ms = 2},
-		{.key = NULL, .value = "", .value_len = 0, .timestamp_ms = 3},
-		{.key = "", .key_len = 0, .value = NULL, .timestamp_ms = 4},
-		{.key = "key", .key_len = 3, .value = "value", .value_len = 5, .timestamp_ms = 5},
-		{.key = "gone", .key_len = 4, .attributes = SB_RECORD_ATTR_TOMBSTONE, .timestamp_ms = 6},
+	    {.key = NULL, .value = NULL, .timestamp_ms = 1},
+	    {.key = "", .key_len = 0, .value = "", .value_len = 0, .timestamp_ms = 2},
+	    {.key = NULL, .value = "", .value_len = 0, .timestamp_ms = 3},
+	    {.key = "", .key_len = 0, .value = NULL, .timestamp_ms = 4},
+	    {.key = "key", .key_len = 3, .value = "value", .value_len = 5, .timestamp_ms = 5},
+	    {.key = "gone",
+	     .key_len = 4,
+	     .attributes = SB_RECORD_ATTR_TOMBSTONE,
+	     .timestamp_ms = 6},
 	};
 	check_round_trip(recs, sizeof(recs) / sizeof(recs[0]));
 }
@@ -225,16 +239,26 @@ static void test_headers_with_null_and_empty_values_round_trip(void **state)
 {
 	(void)state;
 	const struct sb_header_in hd[] = {
-		{.key = "trace", .key_len = 5, .value = "abc", .value_len = 3},
-		{.key = "null", .key_len = 4, .value = NULL, .value_len = 0},
-		{.key = "empty", .key_len = 5, .value = "", .value_len = 0},
-		{.key = "", .key_len = 0, .value = "anonymous", .value_len = 9},
+	    {.key = "trace", .key_len = 5, .value = "abc", .value_len = 3},
+	    {.key = "null", .key_len = 4, .value = NULL, .value_len = 0},
+	    {.key = "empty", .key_len = 5, .value = "", .value_len = 0},
+	    {.key = "", .key_len = 0, .value = "anonymous", .value_len = 9},
 	};
 	const struct sb_record_in recs[] = {
-		{.key = "a", .key_len = 1, .value = "1", .value_len = 1, .headers = hd,
-		 .header_count = 4, .timestamp_ms = 100},
-		{.key = "b", .key_len = 1, .value = "2", .value_len = 1, .headers = hd + 1,
-		 .header_count = 1, .timestamp_ms = 100},
+	    {.key = "a",
+	     .key_len = 1,
+	     .value = "1",
+	     .value_len = 1,
+	     .headers = hd,
+	     .header_count = 4,
+	     .timestamp_ms = 100},
+	    {.key = "b",
+	     .key_len = 1,
+	     .value = "2",
+	     .value_len = 1,
+	     .headers = hd + 1,
+	     .header_count = 1,
+	     .timestamp_ms = 100},
 	};
 	check_round_trip(recs, 2);
 }
@@ -247,8 +271,11 @@ static void test_one_mib_value_round_trips(void **state)
 	assert_non_null(value);
 	for (size_t i = 0; i < n; i++)
 		value[i] = (uint8_t)(i * 131 + (i >> 9));
-	const struct sb_record_in rec = {.key = "big", .key_len = 3, .value = value,
-					 .value_len = (uint32_t)n, .timestamp_ms = 1700000000000};
+	const struct sb_record_in rec = {.key = "big",
+	                                 .key_len = 3,
+	                                 .value = value,
+	                                 .value_len = (uint32_t)n,
+	                                 .timestamp_ms = 1700000000000};
 	check_round_trip(&rec, 1);
 	free(value);
 }
@@ -265,7 +292,7 @@ static void test_ten_thousand_records_round_trip(void **state)
 	for (int i = 0; i < N; i++) {
 		int kl = snprintf(keys[i], sizeof(keys[i]), "key-%d", i);
 		int vl = snprintf(values[i], sizeof(values[i]), "value-%llu",
-				  (unsigned long long)sbt_rand(&seed));
+		                  (unsigned long long)sbt_rand(&seed));
 		recs[i].key = keys[i];
 		recs[i].key_len = (uint32_t)kl;
 		recs[i].value = i % 97 == 0 ? NULL : values[i];
@@ -282,11 +309,11 @@ static void test_timestamps_going_backwards_round_trip(void **state)
 {
 	(void)state;
 	const struct sb_record_in recs[] = {
-		{.value = "a", .value_len = 1, .timestamp_ms = 1000},
-		{.value = "b", .value_len = 1, .timestamp_ms = 500},
-		{.value = "c", .value_len = 1, .timestamp_ms = 2000},
-		{.value = "d", .value_len = 1, .timestamp_ms = -5},
-		{.value = "e", .value_len = 1, .timestamp_ms = 1999},
+	    {.value = "a", .value_len = 1, .timestamp_ms = 1000},
+	    {.value = "b", .value_len = 1, .timestamp_ms = 500},
+	    {.value = "c", .value_len = 1, .timestamp_ms = 2000},
+	    {.value = "d", .value_len = 1, .timestamp_ms = -5},
+	    {.value = "e", .value_len = 1, .timestamp_ms = 1999},
 	};
 	check_round_trip(recs, 5);
 }
@@ -295,10 +322,10 @@ static void test_extreme_timestamps_round_trip(void **state)
 {
 	(void)state;
 	const struct sb_record_in recs[] = {
-		{.timestamp_ms = INT64_MIN},
-		{.timestamp_ms = INT64_MAX},
-		{.timestamp_ms = 0},
-		{.timestamp_ms = INT64_MIN + 1},
+	    {.timestamp_ms = INT64_MIN},
+	    {.timestamp_ms = INT64_MAX},
+	    {.timestamp_ms = 0},
+	    {.timestamp_ms = INT64_MIN + 1},
 	};
 	check_round_trip(recs, 4);
 }
@@ -310,9 +337,14 @@ static void test_builder_matches_hand_encoding_of_the_format(void **state)
 	(void)state;
 	const struct sb_header_in hd[] = {{"hk", 2, NULL, 0}, {"h2", 2, "hv", 2}};
 	const struct sb_record_in recs[] = {
-		{.key = "k", .key_len = 1, .value = "v", .value_len = 1, .timestamp_ms = 5000},
-		{.key = NULL, .value = "", .value_len = 0, .headers = hd, .header_count = 2,
-		 .timestamp_ms = 4990, .attributes = SB_RECORD_ATTR_TOMBSTONE},
+	    {.key = "k", .key_len = 1, .value = "v", .value_len = 1, .timestamp_ms = 5000},
+	    {.key = NULL,
+	     .value = "",
+	     .value_len = 0,
+	     .headers = hd,
+	     .header_count = 2,
+	     .timestamp_ms = 4990,
+	     .attributes = SB_RECORD_ATTR_TOMBSTONE},
 	};
 	struct wbuf w = {.n = 0}, body = {.n = 0};
 	size_t len, want_len;
@@ -349,14 +381,14 @@ static void test_builder_output_matches_format_doc_example(void **state)
 {
 	(void)state;
 	static const uint8_t want[] = {
-		0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x00, 0x00, 0x00, 0x00,
-		0x00, 0x00, 0x01, 0xdf, 0xea, 0x4c, 0x91, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-		0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, 0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00,
-		0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-		0xff, 0x01, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x02, 0x6b, 0x02, 0x76, 0x00,
+	    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3a, 0x00, 0x00, 0x00, 0x00, 0x00,
+	    0x00, 0x00, 0x01, 0xdf, 0xea, 0x4c, 0x91, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	    0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, 0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00,
+	    0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	    0xff, 0x01, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x02, 0x6b, 0x02, 0x76, 0x00,
 	};
-	const struct sb_record_in rec = {.key = "k", .key_len = 1, .value = "v", .value_len = 1,
-					 .timestamp_ms = 1700000000000};
+	const struct sb_record_in rec = {
+	    .key = "k", .key_len = 1, .value = "v", .value_len = 1, .timestamp_ms = 1700000000000};
 	size_t len;
 	uint8_t *got = build(&rec, 1, &len);
 	assert_int_equal(len, sizeof(want));
@@ -464,7 +496,10 @@ static void assert_header_edit_rejected(header_edit_fn edit, int err)
 	free(buf);
 }
 
-static void edit_magic(uint8_t *b) { b[SB_BATCH_OFF_MAGIC] = 2; }
+static void edit_magic(uint8_t *b)
+{
+	b[SB_BATCH_OFF_MAGIC] = 2;
+}
 static void edit_length_small(uint8_t *b)
 {
 	sb_store32(b + SB_BATCH_OFF_LENGTH, SB_BATCH_HEADER_BYTES - SB_BATCH_PREFIX_BYTES - 1);
@@ -473,8 +508,14 @@ static void edit_length_large(uint8_t *b)
 {
 	sb_store32(b + SB_BATCH_OFF_LENGTH, SB_BATCH_BYTES_MAX - SB_BATCH_PREFIX_BYTES + 1);
 }
-static void edit_length_huge(uint8_t *b) { sb_store32(b + SB_BATCH_OFF_LENGTH, UINT32_MAX); }
-static void edit_codec(uint8_t *b) { sb_store16(b + SB_BATCH_OFF_ATTRIBUTES, 1); }
+static void edit_length_huge(uint8_t *b)
+{
+	sb_store32(b + SB_BATCH_OFF_LENGTH, UINT32_MAX);
+}
+static void edit_codec(uint8_t *b)
+{
+	sb_store16(b + SB_BATCH_OFF_ATTRIBUTES, 1);
+}
 static void edit_count_zero(uint8_t *b)
 {
 	sb_store32(b + SB_BATCH_OFF_COUNT, 0);
@@ -485,9 +526,18 @@ static void edit_count_over_max(uint8_t *b)
 	sb_store32(b + SB_BATCH_OFF_COUNT, SB_BATCH_RECORDS_MAX + 1);
 	sb_store32(b + SB_BATCH_OFF_LAST_DELTA, SB_BATCH_RECORDS_MAX);
 }
-static void edit_last_delta(uint8_t *b) { sb_store32(b + SB_BATCH_OFF_LAST_DELTA, 0); }
-static void edit_base_negative(uint8_t *b) { sb_batch_set_base_offset(b, -1); }
-static void edit_base_overflowing(uint8_t *b) { sb_batch_set_base_offset(b, INT64_MAX - 1); }
+static void edit_last_delta(uint8_t *b)
+{
+	sb_store32(b + SB_BATCH_OFF_LAST_DELTA, 0);
+}
+static void edit_base_negative(uint8_t *b)
+{
+	sb_batch_set_base_offset(b, -1);
+}
+static void edit_base_overflowing(uint8_t *b)
+{
+	sb_batch_set_base_offset(b, INT64_MAX - 1);
+}
 
 static void test_bad_magic_is_rejected(void **state)
 {
@@ -640,7 +690,7 @@ static void test_bad_key_and_value_lengths_are_rejected(void **state)
 }
 
 static void w_record_with_headers(struct wbuf *w, uint64_t header_count, const void *headers,
-				  size_t headers_len)
+                                  size_t headers_len)
 {
 	struct wbuf body = {.n = 0};
 	body.b[body.n++] = 0;
@@ -657,10 +707,10 @@ static void w_record_with_headers(struct wbuf *w, uint64_t header_count, const v
 static void test_malformed_record_headers_are_rejected(void **state)
 {
 	(void)state;
-	static const uint8_t one[] = {0x01, 'a', 0x00};             /* "a" = "" */
+	static const uint8_t one[] = {0x01, 'a', 0x00};                   /* "a" = "" */
 	static const uint8_t two_nulls[] = {0x01, 'a', 0x01, 0x00, 0x01}; /* "a"=null, ""=null */
-	static const uint8_t bad_value[] = {0x01, 'a', 0x03};       /* value length -2 */
-	static const uint8_t long_key[] = {0x05, 'a', 0x00};        /* key past the record */
+	static const uint8_t bad_value[] = {0x01, 'a', 0x03};             /* value length -2 */
+	static const uint8_t long_key[] = {0x05, 'a', 0x00};              /* key past the record */
 	struct wbuf w = {.n = 0};
 	w_record_with_headers(&w, 2, one, sizeof(one)); /* count says 2, one present */
 	assert_structure_rejected(&w, 1);
@@ -701,16 +751,18 @@ static void test_header_walk_rejects_fields_past_end(void **state)
 	struct sb_header_view h;
 	const uint8_t *p = ok;
 	assert_int_equal(walk_one_header(ok, sizeof(ok), &h), 1);
+	assert_int_equal(sb_record_header_next(&p, ok + sizeof(ok), &h), 1);
 	assert_int_equal(h.key_len, 2);
+	assert_memory_equal(h.key, "ab", 2);
 	assert_int_equal(h.value_len, 1);
 	assert_memory_equal(h.value, "x", 1);
-	assert_int_equal(sb_record_header_next(&p, p, &h), 0);
+	assert_int_equal(sb_record_header_next(&p, ok + sizeof(ok), &h), 0);
 	assert_int_equal(walk_one_header(key_past_end, sizeof(key_past_end), &h), SB_ECORRUPT);
 	assert_int_equal(walk_one_header(value_past_end, sizeof(value_past_end), &h), SB_ECORRUPT);
 	assert_int_equal(walk_one_header(value_below_null, sizeof(value_below_null), &h),
-			 SB_ECORRUPT);
+	                 SB_ECORRUPT);
 	assert_int_equal(walk_one_header(truncated_varint, sizeof(truncated_varint), &h),
-			 SB_ECORRUPT);
+	                 SB_ECORRUPT);
 	assert_int_equal(walk_one_header(missing_value, sizeof(missing_value), &h), SB_ECORRUPT);
 }
 
@@ -745,8 +797,8 @@ static void test_builder_too_big_leaves_builder_usable(void **state)
 	const void *out;
 	size_t len, before, max = 200;
 	char big[300] = {0};
-	const struct sb_record_in rec = {.key = "k", .key_len = 1, .value = "0123456789",
-					 .value_len = 10, .timestamp_ms = 7};
+	const struct sb_record_in rec = {
+	    .key = "k", .key_len = 1, .value = "0123456789", .value_len = 10, .timestamp_ms = 7};
 	const struct sb_record_in huge = {.value = big, .value_len = sizeof(big)};
 	uint32_t n = 0;
 
@@ -962,12 +1014,14 @@ static uint8_t *random_valid_batch(uint64_t *seed, size_t *len)
 	}
 	for (size_t i = 0; i < n; i++) {
 		uint64_t r = sbt_rand(seed);
-		recs[i] = (struct sb_record_in){
-			.key = r & 1 ? pool : NULL, .key_len = (uint32_t)(r >> 8) % 5,
-			.value = r & 2 ? pool + 3 : NULL, .value_len = (uint32_t)(r >> 16) % 20,
-			.headers = hd, .header_count = (uint32_t)(r >> 24) % 4,
-			.timestamp_ms = (int64_t)(r >> 32) % 100000 - 50000,
-			.attributes = (uint8_t)(r >> 40) & 1};
+		recs[i] = (struct sb_record_in){.key = r & 1 ? pool : NULL,
+		                                .key_len = (uint32_t)(r >> 8) % 5,
+		                                .value = r & 2 ? pool + 3 : NULL,
+		                                .value_len = (uint32_t)(r >> 16) % 20,
+		                                .headers = hd,
+		                                .header_count = (uint32_t)(r >> 24) % 4,
+		                                .timestamp_ms = (int64_t)(r >> 32) % 100000 - 50000,
+		                                .attributes = (uint8_t)(r >> 40) & 1};
 	}
 	return build(recs, n, len);
 }
@@ -980,7 +1034,8 @@ static uint8_t *random_input(uint64_t *seed, int kind, size_t *len)
 	if (kind == 2) {
 		buf = random_valid_batch(seed, len);
 		for (uint64_t k = sbt_rand(seed) % 4; k > 0; k--) {
-			size_t at = SB_BATCH_HEADER_BYTES + sbt_rand(seed) % (*len - SB_BATCH_HEADER_BYTES);
+			size_t at =
+			    SB_BATCH_HEADER_BYTES + sbt_rand(seed) % (*len - SB_BATCH_HEADER_BYTES);
 			buf[at] = (uint8_t)sbt_rand(seed);
 		}
 		fix_crc(buf, *len);
@@ -1022,7 +1077,8 @@ static void test_random_inputs_never_crash_and_validate_agrees_with_decoding(voi
 			assert_int_equal(rv, rc);
 		} else {
 			int it = iterate_all(buf, &h);
-			int ref = ref_records(buf + SB_BATCH_HEADER_BYTES, buf + len, h.record_count);
+			int ref =
+			    ref_records(buf + SB_BATCH_HEADER_BYTES, buf + len, h.record_count);
 			assert_int_equal(rv, it);
 			assert_int_equal(rv == 0, ref == 0);
 			accepted += rv == 0;
@@ -1051,43 +1107,43 @@ static void test_iterator_on_unparsed_short_header_yields_nothing_unsafe(void **
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_null_and_empty_keys_and_values_round_trip),
-		cmocka_unit_test(test_headers_with_null_and_empty_values_round_trip),
-		cmocka_unit_test(test_one_mib_value_round_trips),
-		cmocka_unit_test(test_ten_thousand_records_round_trip),
-		cmocka_unit_test(test_timestamps_going_backwards_round_trip),
-		cmocka_unit_test(test_extreme_timestamps_round_trip),
-		cmocka_unit_test(test_builder_matches_hand_encoding_of_the_format),
-		cmocka_unit_test(test_builder_output_matches_format_doc_example),
-		cmocka_unit_test(test_base_offset_and_epoch_rewrite_keeps_crc_valid),
-		cmocka_unit_test(test_corrupt_byte_anywhere_is_detected),
-		cmocka_unit_test(test_every_truncation_is_reported_as_missing_data),
-		cmocka_unit_test(test_parse_header_needs_only_the_header),
-		cmocka_unit_test(test_bad_magic_is_rejected),
-		cmocka_unit_test(test_length_shorter_than_header_is_rejected),
-		cmocka_unit_test(test_length_over_batch_limit_is_too_big),
-		cmocka_unit_test(test_compressed_batch_is_rejected),
-		cmocka_unit_test(test_record_count_out_of_range_is_rejected),
-		cmocka_unit_test(test_last_offset_delta_mismatch_is_rejected),
-		cmocka_unit_test(test_negative_or_overflowing_base_offset_is_rejected),
-		cmocka_unit_test(test_hand_crafted_well_formed_batch_validates),
-		cmocka_unit_test(test_record_length_prefix_too_long_is_rejected),
-		cmocka_unit_test(test_record_length_prefix_too_short_is_rejected),
-		cmocka_unit_test(test_record_length_past_batch_end_is_rejected),
-		cmocka_unit_test(test_out_of_order_offset_deltas_are_rejected),
-		cmocka_unit_test(test_trailing_bytes_after_last_record_are_rejected),
-		cmocka_unit_test(test_record_count_disagreeing_with_records_is_rejected),
-		cmocka_unit_test(test_bad_key_and_value_lengths_are_rejected),
-		cmocka_unit_test(test_malformed_record_headers_are_rejected),
-		cmocka_unit_test(test_header_walk_rejects_fields_past_end),
-		cmocka_unit_test(test_header_count_over_limit_is_rejected),
-		cmocka_unit_test(test_builder_too_big_leaves_builder_usable),
-		cmocka_unit_test(test_builder_can_fill_exactly_to_max_bytes),
-		cmocka_unit_test(test_builder_refuses_record_past_records_max),
-		cmocka_unit_test(test_builder_refuses_too_many_headers),
-		cmocka_unit_test(test_add_after_finish_extends_the_batch),
-		cmocka_unit_test(test_random_inputs_never_crash_and_validate_agrees_with_decoding),
-		cmocka_unit_test(test_iterator_on_unparsed_short_header_yields_nothing_unsafe),
+	    cmocka_unit_test(test_null_and_empty_keys_and_values_round_trip),
+	    cmocka_unit_test(test_headers_with_null_and_empty_values_round_trip),
+	    cmocka_unit_test(test_one_mib_value_round_trips),
+	    cmocka_unit_test(test_ten_thousand_records_round_trip),
+	    cmocka_unit_test(test_timestamps_going_backwards_round_trip),
+	    cmocka_unit_test(test_extreme_timestamps_round_trip),
+	    cmocka_unit_test(test_builder_matches_hand_encoding_of_the_format),
+	    cmocka_unit_test(test_builder_output_matches_format_doc_example),
+	    cmocka_unit_test(test_base_offset_and_epoch_rewrite_keeps_crc_valid),
+	    cmocka_unit_test(test_corrupt_byte_anywhere_is_detected),
+	    cmocka_unit_test(test_every_truncation_is_reported_as_missing_data),
+	    cmocka_unit_test(test_parse_header_needs_only_the_header),
+	    cmocka_unit_test(test_bad_magic_is_rejected),
+	    cmocka_unit_test(test_length_shorter_than_header_is_rejected),
+	    cmocka_unit_test(test_length_over_batch_limit_is_too_big),
+	    cmocka_unit_test(test_compressed_batch_is_rejected),
+	    cmocka_unit_test(test_record_count_out_of_range_is_rejected),
+	    cmocka_unit_test(test_last_offset_delta_mismatch_is_rejected),
+	    cmocka_unit_test(test_negative_or_overflowing_base_offset_is_rejected),
+	    cmocka_unit_test(test_hand_crafted_well_formed_batch_validates),
+	    cmocka_unit_test(test_record_length_prefix_too_long_is_rejected),
+	    cmocka_unit_test(test_record_length_prefix_too_short_is_rejected),
+	    cmocka_unit_test(test_record_length_past_batch_end_is_rejected),
+	    cmocka_unit_test(test_out_of_order_offset_deltas_are_rejected),
+	    cmocka_unit_test(test_trailing_bytes_after_last_record_are_rejected),
+	    cmocka_unit_test(test_record_count_disagreeing_with_records_is_rejected),
+	    cmocka_unit_test(test_bad_key_and_value_lengths_are_rejected),
+	    cmocka_unit_test(test_malformed_record_headers_are_rejected),
+	    cmocka_unit_test(test_header_walk_rejects_fields_past_end),
+	    cmocka_unit_test(test_header_count_over_limit_is_rejected),
+	    cmocka_unit_test(test_builder_too_big_leaves_builder_usable),
+	    cmocka_unit_test(test_builder_can_fill_exactly_to_max_bytes),
+	    cmocka_unit_test(test_builder_refuses_record_past_records_max),
+	    cmocka_unit_test(test_builder_refuses_too_many_headers),
+	    cmocka_unit_test(test_add_after_finish_extends_the_batch),
+	    cmocka_unit_test(test_random_inputs_never_crash_and_validate_agrees_with_decoding),
+	    cmocka_unit_test(test_iterator_on_unparsed_short_header_yields_nothing_unsafe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

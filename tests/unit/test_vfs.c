@@ -15,7 +15,10 @@
 
 #define PATH_LEN 4096
 
-static struct sb_vfs *V(void) { return sb_vfs_posix(); }
+static struct sb_vfs *V(void)
+{
+	return sb_vfs_posix();
+}
 
 /* sbt_tmpdir() hands out malloc'd paths; keep them to free at exit (LSan). */
 static char *g_dirs[64];
@@ -218,15 +221,18 @@ static void test_list_dir_stops_on_callback_result_and_missing_dir_is_enoent(voi
 struct wrap_vfs {
 	struct sb_vfs vfs;
 	struct sb_vfs_ops ops;
-	uint32_t write_cap;   /* > 0: each pwrite writes at most this many bytes */
-	int write_zero;       /* pwrite returns 0 */
-	int fail_datasync;    /* datasync returns this if non-zero */
+	uint32_t write_cap; /* > 0: each pwrite writes at most this many bytes */
+	int write_zero;     /* pwrite returns 0 */
+	int fail_datasync;  /* datasync returns this if non-zero */
 	int pwrite_calls;
 	int sync_dir_calls;
 	int mkdir_calls;
 };
 
-static struct wrap_vfs *wrap_of(struct sb_vfs *v) { return (struct wrap_vfs *)v; }
+static struct wrap_vfs *wrap_of(struct sb_vfs *v)
+{
+	return v->impl;
+}
 
 static int64_t wrap_pwrite(struct sb_vfs *v, int fd, const void *buf, size_t len, uint64_t off)
 {
@@ -371,7 +377,8 @@ static void test_write_file_durable_in_missing_dir_is_enoent(void **state)
 {
 	(void)state;
 	char *dir = tmpdir();
-	assert_int_equal(sb_vfs_write_file_durable(V(), path_in(dir, "nope"), "f", "x", 1), -ENOENT);
+	assert_int_equal(sb_vfs_write_file_durable(V(), path_in(dir, "nope"), "f", "x", 1),
+			 -ENOENT);
 }
 
 static void test_read_file_larger_than_max_is_efbig(void **state)
@@ -421,6 +428,17 @@ static void test_remove_tree_removes_nested_files_and_dirs(void **state)
 	assert_true(exists(dir)); /* the symlink was removed, not followed */
 	assert_int_equal(sb_vfs_remove_tree(v, root), -ENOENT);
 	free(root);
+}
+
+static void test_remove_tree_of_a_link_to_a_dir_removes_only_the_link(void **state)
+{
+	(void)state;
+	char *dir = tmpdir();
+	put_file(path_in(dir, "keep"), "1");
+	assert_int_equal(symlink(dir, path_in(dir, "link")), 0);
+	assert_int_equal(sb_vfs_remove_tree(V(), path_in(dir, "link")), 0);
+	assert_false(exists(path_in(dir, "link")));
+	assert_true(exists(path_in(dir, "keep")));
 }
 
 static void test_remove_tree_of_a_file_removes_it(void **state)
@@ -487,6 +505,7 @@ int main(void)
 		cmocka_unit_test(test_read_file_larger_than_max_is_efbig),
 		cmocka_unit_test(test_read_file_of_empty_file),
 		cmocka_unit_test(test_remove_tree_removes_nested_files_and_dirs),
+		cmocka_unit_test(test_remove_tree_of_a_link_to_a_dir_removes_only_the_link),
 		cmocka_unit_test(test_remove_tree_of_a_file_removes_it),
 		cmocka_unit_test(test_mkdir_durable_creates_nested_path_and_syncs_each_parent),
 		cmocka_unit_test(test_mkdir_durable_through_a_file_is_enotdir),

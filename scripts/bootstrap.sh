@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages StreamBus needs to build and test, only when
+# something is missing (non-interactive, idempotent; `apt-get update` runs
+# only if an install is needed). Run as root, or with sudo available.
+set -euo pipefail
+
+PACKAGES=(
+	build-essential cmake pkg-config   # toolchain
+	liburing-dev                        # io_uring engine
+	libcmocka-dev                       # unit tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	case "$p" in \#*) continue ;; esac
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+	SUDO="sudo"
+fi
+echo "bootstrap: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
