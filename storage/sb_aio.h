@@ -9,9 +9,14 @@
  * engine with one log line when io_uring_queue_init fails (ENOSYS, EPERM:
  * container seccomp profiles block io_uring).
  *
+ * Ordering: a DATASYNC never starts before every WRITE submitted earlier to
+ * the same fd has completed, so it covers them (io_uring runs requests out of
+ * order; the engine links or holds the datasync). Writes are not ordered
+ * among themselves.
+ *
  * Threading: submit and poll are called by one thread, the owner (the I/O
  * loop). wake may be called from any thread. Callbacks run on the owner
- * thread, inside poll.
+ * thread, inside poll; they may call submit but not poll or destroy.
  */
 #ifndef SB_STORAGE_AIO_H
 #define SB_STORAGE_AIO_H
@@ -47,8 +52,9 @@ struct sb_aio_req {
 
 struct sb_aio_ops {
 	const char *name; /* "io_uring" or "sync" */
-	/* Queues req. Returns 0, or -errno (-EAGAIN: SB_AIO_DEPTH requests are
-	 * already in flight). On error, done never fires. */
+	/* Queues req. Returns 0, or -errno: -EAGAIN (the engine's depth of
+	 * requests is already in flight), -EINVAL (unknown op, no done callback,
+	 * len > INT32_MAX). On error, done never fires. */
 	int (*submit)(struct sb_aio *aio, struct sb_aio_req *req);
 	/* Submits what is queued, then waits up to timeout_ms (0: do not block,
 	 * -1: no limit) for at least one completion or a wake; runs done for each
@@ -71,12 +77,14 @@ enum sb_aio_kind { SB_AIO_AUTO = 0, SB_AIO_URING = 1, SB_AIO_SYNC = 2 };
 /* Parses "auto", "uring" or "sync"; 0 or SB_EINVAL. */
 int sb_aio_parse_kind(const char *s, enum sb_aio_kind *out) SB_MUST_CHECK;
 
-/* io_uring engine over real file descriptors (sb_vfs_posix() fds).
- * -ENOSYS/-EPERM/-ENOMEM when io_uring cannot be set up. */
+/* io_uring engine over real file descriptors (sb_vfs_posix() fds), depth
+ * 1..SB_AIO_DEPTH. -EINVAL for a bad depth; -ENOSYS/-EPERM/-ENOMEM when
+ * io_uring cannot be set up. */
 int sb_aio_uring_new(unsigned depth, struct sb_aio **out) SB_MUST_CHECK;
 
 /* Fallback engine: pwrite/datasync through vfs, on `threads` workers (0 =
- * inline in poll). vfs must outlive the engine. */
+ * inline in poll). vfs must outlive the engine. -EINVAL (too many threads),
+ * -ENOMEM, or -errno from thread creation. */
 int sb_aio_sync_new(struct sb_vfs *vfs, unsigned threads, struct sb_aio **out) SB_MUST_CHECK;
 
 /* Opens the engine of the given kind for the POSIX vfs; AUTO falls back to

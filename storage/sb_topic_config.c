@@ -144,7 +144,13 @@ int sb_topic_config_parse(const char *text, size_t len, struct sb_topic_config *
 		memcpy(line, text + at, n);
 		line[n] = 0;
 		at = end + 1;
-		if (n == 0 || line[0] == '#')
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = 0; /* comments, whole-line or trailing */
+		n = strlen(line);
+		while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t' || line[n - 1] == '\r'))
+			line[--n] = 0;
+		if (n == 0)
 			continue;
 		char *eq = strchr(line, '=');
 		if (!eq)

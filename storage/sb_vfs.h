@@ -68,8 +68,10 @@ int sb_vfs_write_all(struct sb_vfs *vfs, int fd, const void *buf, size_t len, ui
 int sb_vfs_read_all(struct sb_vfs *vfs, int fd, void *buf, size_t len, uint64_t off) SB_MUST_CHECK;
 
 /* Replaces the file at dir/name with data, durably: writes dir/name.tmp,
- * fdatasyncs it, renames it over dir/name, fsyncs dir. On failure the old
- * file (if any) is intact and the temp file is removed. */
+ * fdatasyncs it, renames it over dir/name, fsyncs dir. If a step before the
+ * rename fails, the old file (if any) is intact and the temp file removed; if
+ * the directory fsync after the rename fails, the new file is visible but not
+ * durable, and the caller must treat that as an I/O failure (fail-stop). */
 int sb_vfs_write_file_durable(struct sb_vfs *vfs, const char *dir, const char *name,
 			      const void *data, size_t len) SB_MUST_CHECK;
 
@@ -78,7 +80,8 @@ int sb_vfs_write_file_durable(struct sb_vfs *vfs, const char *dir, const char *n
 int sb_vfs_read_file(struct sb_vfs *vfs, const char *path, size_t max_len, void **out,
 		     size_t *out_len) SB_MUST_CHECK;
 
-/* Removes a directory tree (files and sub-directories). */
+/* Removes a directory tree (files and sub-directories); never follows
+ * symlinks. -ENOENT if path does not exist. */
 int sb_vfs_remove_tree(struct sb_vfs *vfs, const char *path) SB_MUST_CHECK;
 
 /* Creates dir and every missing parent, fsyncing each parent whose entry

@@ -65,6 +65,11 @@ static void test_config_round_trips_and_rejects_bad_values(void **state)
 	sb_topic_config_default(&b);
 	assert_int_equal(sb_topic_config_parse(text, (size_t)n, &b), 0);
 	assert_memory_equal(&a, &b, sizeof a);
+	const char *commented = "# a comment\npartitions=4   # trailing\r\n\nfsync_policy=never\n";
+	sb_topic_config_default(&b);
+	assert_int_equal(sb_topic_config_parse(commented, strlen(commented), &b), 0);
+	assert_int_equal(b.partitions, 4);
+	assert_int_equal(b.log.fsync_policy, SB_FSYNC_NEVER);
 	const char *bad[] = {"partitions=0\n", "partitions=abc\n", "no_such_key=1\n", "fsync_policy=sometimes\n",
 			     "segment_bytes=10\n", "cleanup_policy=shred\n", "version=2\n", "justtext\n",
 			     "min_insync_replicas=3\n"};

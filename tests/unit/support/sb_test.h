@@ -14,8 +14,7 @@ struct sb_vfs;
 #define SB_TEST_SKIP 77
 
 /* Creates a fresh empty directory for one test under $SB_TEST_TMP (or /tmp)
- * and returns its path (static storage per call site is not needed: the
- * string is malloc'd and lives until exit). */
+ * and returns its path, malloc'd: the caller frees it. */
 char *sbt_tmpdir(const char *name);
 
 /* The I/O backend the suite runs on: SB_TEST_IO=uring|sync (default sync). */
