@@ -142,9 +142,26 @@ struct results {
 	double recovery_gibps, recovery_gib;
 };
 
+enum section {
+	SEC_BASELINES = 1 << 0,
+	SEC_APPENDS = 1 << 1,
+	SEC_LATENCY = 1 << 2,
+	SEC_READS = 1 << 3,
+	SEC_RECOVERY = 1 << 4,
+	SEC_ALL = (1 << 5) - 1,
+};
+static const char *const section_names[] = {"baselines", "appends", "latency", "reads", "recovery"};
+
+/* Which append cells to run: indexes into the arrays above, -1 = all. */
+struct cell_filter {
+	int policy, size, batch, appenders;
+};
+
 struct bench {
 	const struct plan *plan;
 	int reps;
+	unsigned sections;
+	struct cell_filter only_cell;
 	char *workdir;
 	char *created_parent; /* ./bench-data if this run created it */
 	struct sb_ioloop *loop;
@@ -159,6 +176,19 @@ struct bench {
 static volatile uint64_t sink; /* keeps timed loops from being optimised away */
 
 /* ---- small helpers ---- */
+
+/* Everything starts unmeasured (NAN): --only skips sections. */
+static void results_init(struct results *r)
+{
+	double *all[] = {&r->write_mbps, &r->sync_mbps, &r->raw_fsync.p50, &r->raw_fsync.p99,
+			 &r->raw_fsync.p999, &r->ack.p50, &r->ack.p99, &r->ack.p999, &r->lookup_ns,
+			 &r->read_p50_us, &r->read_p99_us, &r->recovery_gibps, &r->recovery_gib};
+	double *rps = &r->rps[0][0][0][0];
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		*all[i] = NAN;
+	for (size_t i = 0; i < sizeof r->rps / sizeof *rps; i++)
+		rps[i] = NAN;
+}
 
 static int64_t now_ns(void)
 {
@@ -666,19 +696,29 @@ static int append_cell(struct bench *b, int pi, int si, int bi, int ai, const st
 	return 0;
 }
 
+static int filter_ok(int want, int index)
+{
+	return want < 0 || want == index;
+}
+
 static int bench_appends(struct bench *b)
 {
+	const struct cell_filter *f = &b->only_cell;
 	int rc = 0;
 	for (int si = 0; si < NSIZES && !rc; si++) {
 		for (int bi = 0; bi < NBATCHES && !rc; bi++) {
 			struct payload p;
+			if (!filter_ok(f->size, si) || !filter_ok(f->batch, bi))
+				continue;
 			rc = payload_build(&p, batch_sizes[bi], rec_sizes[si]);
 			if (rc)
 				return fail("build batch", rc);
 			b->r.bpr[si][bi] = (double)p.len / p.records;
 			for (int pi = 0; pi < NPOLICIES && !rc; pi++)
 				for (int ai = 0; ai < NAPPENDERS && !rc; ai++)
-					rc = append_cell(b, pi, si, bi, ai, &p);
+					if (filter_ok(f->policy, pi) && filter_ok(f->size, si) &&
+					    filter_ok(f->batch, bi) && filter_ok(f->appenders, ai))
+						rc = append_cell(b, pi, si, bi, ai, &p);
 			free(p.data);
 		}
 	}
@@ -921,6 +961,8 @@ static void print_appends(const struct bench *b)
 			for (int bi = 0; bi < NBATCHES; bi++)
 				for (int ai = 0; ai < NAPPENDERS; ai++) {
 					double rps = r->rps[pi][si][bi][ai];
+					if (isnan(rps))
+						continue;
 					double mbps = rps * r->bpr[si][bi] / 1e6;
 					printf("  %-6s %5u B %6u %9d %13.0f %10.1f %7.2fx %11.1f\n",
 					       sb_fsync_policy_name(policies[pi]), rec_sizes[si], batch_sizes[bi],
@@ -959,42 +1001,42 @@ static void print_recovery(const struct bench *b)
 	printf("  %.2f GiB/s (%.0f ms per GiB)\n\n", b->r.recovery_gibps, 1000.0 / b->r.recovery_gibps);
 }
 
-static int target_line(int ok, const char *what, const char *value, const char *target)
+/* One target line: value against limit (at_least: value >= limit, else
+ * value <= limit). Skipped if the value was not measured (NAN). */
+static void target_line(const char *what, double value, int at_least, double limit, int prec,
+			const char *unit)
 {
-	printf("  [%s] %-52s %14s  (target %s)\n", ok ? "PASS" : "FAIL", what, value, target);
-	return ok;
+	char val[32], tgt[32];
+	if (isnan(value))
+		return;
+	int ok = at_least ? value >= limit : value <= limit;
+	snprintf(val, sizeof val, "%.*f%s", prec, value, unit);
+	snprintf(tgt, sizeof tgt, "%s %g%s", at_least ? ">=" : "<=", limit, unit);
+	printf("  [%s] %-50s %14s  (target %s)\n", ok ? "PASS" : "FAIL", what, val, tgt);
 }
 
 static void print_targets(const struct bench *b)
 {
 	const struct results *r = &b->r;
-	char what[96], val[32];
-	double never_rps = r->rps[0][0][1][1];
+	double never_rps = r->rps[0][0][1][1]; /* never, 100 B, 100 per batch, 64 appenders */
 	double never_mbps = never_rps * r->bpr[0][1] / 1e6;
+	char what[96];
 
 	printf("Targets\n");
-	snprintf(val, sizeof val, "%.0f%%", 100 * never_mbps / r->write_mbps);
-	target_line(never_mbps >= 0.8 * r->write_mbps, "never, 100 x 100 B, 64 appenders: vs write() bw", val,
-		    ">= 80%");
-	snprintf(val, sizeof val, "%.1f ns", 1e9 / never_rps);
-	target_line(1e9 / never_rps <= 60, "never, 100 x 100 B, 64 appenders: per record", val, "<= 60 ns");
+	target_line("never, 100 x 100 B, 64 appenders: vs write() bw", 100 * never_mbps / r->write_mbps, 1,
+		    80, 0, "%");
+	target_line("never, 100 x 100 B, 64 appenders: per record", 1e9 / never_rps, 0, 60, 1, " ns");
 	for (int si = 0; si < NSIZES; si++)
 		for (int bi = 0; bi < NBATCHES; bi++) {
-			double ratio = r->rps[1][si][bi][1] / r->rps[0][si][bi][1];
 			snprintf(what, sizeof what, "always/never, %u x %u B, 64 appenders", batch_sizes[bi],
 				 rec_sizes[si]);
-			snprintf(val, sizeof val, "%.1f%%", 100 * ratio);
-			target_line(ratio >= 0.5, what, val, ">= 50%");
+			target_line(what, 100 * r->rps[1][si][bi][1] / r->rps[0][si][bi][1], 1, 50, 1, "%");
 		}
-	snprintf(val, sizeof val, "%.2f x", r->ack.p50 / r->raw_fsync.p50);
-	target_line(r->ack.p50 <= 1.3 * r->raw_fsync.p50, "ack p50, 1 appender / raw fdatasync p50", val,
-		    "<= 1.3 x");
-	snprintf(val, sizeof val, "%.1f ns", r->lookup_ns);
-	target_line(r->lookup_ns <= 100, "offset index lookup", val, "<= 100 ns");
-	snprintf(val, sizeof val, "%.2f us", r->read_p50_us);
-	target_line(r->read_p50_us <= 2, "random single-batch read, median", val, "<= 2 us");
-	snprintf(val, sizeof val, "%.2f GiB/s", r->recovery_gibps);
-	target_line(r->recovery_gibps >= 1, "recovery of the active segment", val, ">= 1 GiB/s");
+	target_line("ack p50 (1 appender) / raw fdatasync p50", r->ack.p50 / r->raw_fsync.p50, 0, 1.3, 2,
+		    " x");
+	target_line("offset index lookup", r->lookup_ns, 0, 100, 1, " ns");
+	target_line("random single-batch read, median", r->read_p50_us, 0, 2, 2, " us");
+	target_line("recovery of the active segment", r->recovery_gibps, 1, 1, 2, " GiB/s");
 }
 
 /* ---- set-up ---- */
@@ -1004,6 +1046,8 @@ struct opts {
 	enum sb_aio_kind io;
 	int quick;
 	int reps;
+	unsigned sections;
+	struct cell_filter cell;
 };
 
 static void usage(FILE *f)
@@ -1012,20 +1056,68 @@ static void usage(FILE *f)
 		   "  --dir DIR   work in a fresh directory under DIR (default ./bench-data)\n"
 		   "  --io        I/O engine (default uring; falls back to sync if unavailable)\n"
 		   "  --quick     smaller sizes, under a minute\n"
-		   "  --reps N    runs per figure, medians reported (default 3, max %d)\n",
+		   "  --reps N    runs per figure, medians reported (default 3, max %d)\n"
+		   "  --only S,.. run only these sections: baselines, appends, latency, reads,\n"
+		   "              recovery (for profiling one part)\n"
+		   "  --cell P/S/B/A  run one append cell, e.g. never/100/100/64\n",
 		REPS_MAX);
+}
+
+/* "baselines,reads" -> SEC_BASELINES | SEC_READS; 0 if a name is unknown. */
+static unsigned parse_sections(const char *list)
+{
+	unsigned mask = 0;
+	char buf[128], *save = NULL;
+	snprintf(buf, sizeof buf, "%s", list);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		unsigned bit = 0;
+		for (int i = 0; i < 5; i++)
+			if (strcmp(t, section_names[i]) == 0)
+				bit = 1u << i;
+		if (!bit)
+			return 0;
+		mask |= bit;
+	}
+	return mask;
+}
+
+static int index_of(const uint32_t *v, int n, uint32_t x)
+{
+	for (int i = 0; i < n; i++)
+		if (v[i] == x)
+			return i;
+	return -1;
+}
+
+/* "never/100/100/64" -> indexes into policies, rec_sizes, batch_sizes,
+ * appender_counts. 0 or -1. */
+static int parse_cell(const char *s, struct cell_filter *f)
+{
+	char pol[16];
+	unsigned size, batch, app;
+	enum sb_fsync_policy p;
+	if (sscanf(s, "%15[a-z]/%u/%u/%u", pol, &size, &batch, &app) != 4 ||
+	    sb_fsync_policy_parse(pol, &p) != 0)
+		return -1;
+	const uint32_t apps[] = {(uint32_t)appender_counts[0], (uint32_t)appender_counts[1]};
+	f->policy = p == SB_FSYNC_NEVER ? 0 : p == SB_FSYNC_ALWAYS ? 1 : -1;
+	f->size = index_of(rec_sizes, NSIZES, size);
+	f->batch = index_of(batch_sizes, NBATCHES, batch);
+	f->appenders = index_of(apps, NAPPENDERS, app);
+	return f->policy < 0 || f->size < 0 || f->batch < 0 || f->appenders < 0 ? -1 : 0;
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'}, {"io", required_argument, NULL, 'i'},
-		{"quick", no_argument, NULL, 'q'},     {"reps", required_argument, NULL, 'r'},
-		{"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+		{"dir", required_argument, NULL, 'd'},  {"io", required_argument, NULL, 'i'},
+		{"quick", no_argument, NULL, 'q'},      {"reps", required_argument, NULL, 'r'},
+		{"only", required_argument, NULL, 'o'}, {"cell", required_argument, NULL, 'c'},
+		{"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
 	};
 	int c;
-	*o = (struct opts){.io = SB_AIO_URING, .reps = 3};
-	while ((c = getopt_long(argc, argv, "d:i:qr:h", longopts, NULL)) != -1) {
+	*o = (struct opts){.io = SB_AIO_URING, .reps = 3, .sections = SEC_ALL, .cell = {-1, -1, -1, -1}};
+	while ((c = getopt_long(argc, argv, "d:i:qr:o:c:h", longopts, NULL)) != -1) {
 		if (c == 'd')
 			o->dir = optarg;
 		else if (c == 'i' && (sb_aio_parse_kind(optarg, &o->io) != 0 || o->io == SB_AIO_AUTO))
@@ -1033,6 +1125,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		else if (c == 'q')
 			o->quick = 1;
 		else if (c == 'r' && ((o->reps = atoi(optarg)) < 1 || o->reps > REPS_MAX))
+			return -1;
+		else if (c == 'o' && (o->sections = parse_sections(optarg)) == 0)
+			return -1;
+		else if (c == 'c' && parse_cell(optarg, &o->cell) != 0)
 			return -1;
 		else if (c == 'h' || c == '?')
 			return -1;
@@ -1092,6 +1188,9 @@ static int bench_setup(struct bench *b, const struct opts *o)
 	int rc;
 	b->plan = o->quick ? &plan_quick : &plan_full;
 	b->reps = o->reps;
+	b->sections = o->sections;
+	b->only_cell = o->cell;
+	results_init(&b->r);
 	b->tty = isatty(STDERR_FILENO);
 	b->t_start_ns = now_ns();
 	if ((rc = workdir_open(b, o->dir)) != 0)
@@ -1107,26 +1206,32 @@ static int bench_setup(struct bench *b, const struct opts *o)
 	return b->iobuf ? 0 : fail("buffer", -ENOMEM);
 }
 
+static const struct {
+	enum section sec;
+	int (*run)(struct bench *b);
+	void (*print)(const struct bench *b);
+} sections[] = {
+	{SEC_BASELINES, bench_baselines, print_baselines},
+	{SEC_APPENDS, bench_appends, print_appends},
+	{SEC_LATENCY, bench_ack_latency, print_latency},
+	{SEC_READS, bench_reads, print_reads},
+	{SEC_RECOVERY, bench_recovery, print_recovery},
+};
+#define NSECTIONS (sizeof sections / sizeof sections[0])
+
 static int bench_run(struct bench *b, int quick)
 {
-	int rc = bench_baselines(b);
-	if (!rc)
-		rc = bench_appends(b);
-	if (!rc)
-		rc = bench_ack_latency(b);
-	if (!rc)
-		rc = bench_reads(b);
-	if (!rc)
-		rc = bench_recovery(b);
+	int rc = 0;
+	for (size_t i = 0; i < NSECTIONS && !rc; i++)
+		if (b->sections & sections[i].sec)
+			rc = sections[i].run(b);
 	progress_done(b);
 	if (rc)
 		return rc;
 	print_header(b, quick);
-	print_baselines(b);
-	print_appends(b);
-	print_latency(b);
-	print_reads(b);
-	print_recovery(b);
+	for (size_t i = 0; i < NSECTIONS; i++)
+		if (b->sections & sections[i].sec)
+			sections[i].print(b);
 	print_targets(b);
 	printf("\ntotal time %.0f s\n", (double)(now_ns() - b->t_start_ns) / 1e9);
 	return 0;
