@@ -215,6 +215,7 @@ static void log_free(struct sb_log *log)
 	free(log->segs);
 	sb_log__free_staging(log);
 	pthread_mutex_destroy(&log->lock);
+	pthread_cond_destroy(&log->waiters_idle);
 	free(log->dir);
 	free(log->name);
 	free(log);
@@ -234,6 +235,7 @@ int sb_log_open(struct sb_vfs *vfs, struct sb_ioloop *loop, const char *dir, con
 	if (!log)
 		return -ENOMEM;
 	pthread_mutex_init(&log->lock, NULL);
+	pthread_cond_init(&log->waiters_idle, NULL);
 	log->vfs = vfs;
 	log->loop = loop;
 	log->aio = sb_ioloop_aio(loop);
@@ -299,6 +301,7 @@ void sb_log_close(struct sb_log *log)
 	sb_ioloop_kick(log->loop, &log->task);
 	sb_ioloop_wait(log->loop, drained, log);
 	sb_ioloop_remove(log->loop, &log->task);
+	sb_log__fire_waiters(log); /* parked readers learn the log is going */
 	if (!log->failed) {
 		int rc = log->vfs->ops->datasync(log->vfs, sb_log__active(log)->fd);
 		if (rc)
@@ -325,6 +328,70 @@ void sb_log_set_listener(struct sb_log *log, const struct sb_log_listener *l)
 {
 	pthread_mutex_lock(&log->lock);
 	log->listener = *l;
+	pthread_mutex_unlock(&log->lock);
+}
+
+/* ---- tail waiters ---- */
+
+int sb_log_wait(struct sb_log *log, int64_t offset, struct sb_log_waiter *w)
+{
+	int rc = 0;
+	pthread_mutex_lock(&log->lock);
+	if (log->closing)
+		rc = SB_ECLOSED;
+	else if (log->stable_end > offset)
+		rc = 1;
+	if (!rc) {
+		w->armed = 1;
+		w->prev = NULL;
+		w->next = log->waiters;
+		if (log->waiters)
+			log->waiters->prev = w;
+		log->waiters = w;
+	}
+	pthread_mutex_unlock(&log->lock);
+	return rc;
+}
+
+int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w)
+{
+	int was_armed;
+	pthread_mutex_lock(&log->lock);
+	was_armed = w->armed;
+	if (was_armed) {
+		if (w->prev)
+			w->prev->next = w->next;
+		else
+			log->waiters = w->next;
+		if (w->next)
+			w->next->prev = w->prev;
+		w->armed = 0;
+	}
+	while (!was_armed && log->waiters_firing)
+		pthread_cond_wait(&log->waiters_idle, &log->lock);
+	pthread_mutex_unlock(&log->lock);
+	return was_armed;
+}
+
+void sb_log__fire_waiters(struct sb_log *log)
+{
+	pthread_mutex_lock(&log->lock);
+	struct sb_log_waiter *w = log->waiters;
+	log->waiters = NULL;
+	for (struct sb_log_waiter *x = w; x; x = x->next)
+		x->armed = 0;
+	log->waiters_firing += w != NULL;
+	pthread_mutex_unlock(&log->lock);
+	if (!w)
+		return;
+	while (w) {
+		struct sb_log_waiter *next = w->next; /* fn may reuse w */
+		w->fn(w);
+		w = next;
+	}
+	pthread_mutex_lock(&log->lock);
+	log->waiters_firing--;
+	pthread_cond_broadcast(&log->waiters_idle);
 	pthread_mutex_unlock(&log->lock);
 }
 

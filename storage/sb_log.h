@@ -63,6 +63,26 @@ struct sb_log_listener {
 	void *arg;
 };
 
+/* A tail waiter: a reader that caught up parks one of these on the log and
+ * is called back (on the I/O loop thread, without log locks held) when the
+ * acknowledged end moves past the offset it waited at. Owned by the caller;
+ * must stay valid until it fired or sb_log_wait_cancel returned. */
+struct sb_log_waiter {
+	void (*fn)(struct sb_log_waiter *w);
+	void *arg;
+	/* Log-private. */
+	struct sb_log_waiter *next, *prev;
+	int armed;
+};
+
+/* Arms w to fire once the acknowledged end exceeds offset. Returns 0 if
+ * armed, 1 if the end already exceeds offset (then w is not armed and fn is
+ * not called), SB_ECLOSED if the log is closing. Any thread. */
+int sb_log_wait(struct sb_log *log, int64_t offset, struct sb_log_waiter *w) SB_MUST_CHECK;
+/* Disarms w. Returns 1 if it was armed (fn will never run), 0 if it has
+ * fired (fn has returned by the time this returns). Not from inside fn. */
+int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w);
+
 /* Called exactly once per accepted append, on the loop thread: result 0 and
  * the base offset of the first batch, or a negative error (the batches are
  * then not acknowledged, and after SB_EFAILED-class errors never will be). */

@@ -42,6 +42,9 @@ struct sb_log {
 	struct sb_aio *aio;
 	char *dir, *name;
 	pthread_mutex_t lock;
+	pthread_cond_t waiters_idle; /* signalled when a waiter firing round ends */
+	struct sb_log_waiter *waiters; /* armed tail waiters */
+	int waiters_firing;
 	struct sb_log_config cfg;
 	struct sb_log_listener listener;
 
@@ -87,6 +90,9 @@ static inline struct sb_segment *sb_log__active(struct sb_log *log)
 {
 	return log->segs[log->nsegs - 1];
 }
+
+/* Fires every armed tail waiter (loop thread, no lock held). sb_log.c. */
+void sb_log__fire_waiters(struct sb_log *log);
 
 /* Write path, sb_log_write.c. */
 void sb_log__pump(struct sb_ioloop_task *task);

@@ -64,6 +64,7 @@ static struct sb_pending *advance_stable(struct sb_log *log, int64_t end, uint64
 static void notify_stable(struct sb_log *log, struct sb_pending *acked, int64_t stable_end)
 {
 	run_callbacks(acked, 0);
+	sb_log__fire_waiters(log);
 	if (log->listener.on_stable)
 		log->listener.on_stable(log->listener.arg, log, stable_end);
 }

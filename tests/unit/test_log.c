@@ -489,6 +489,37 @@ static void test_fsync_policies_all_ack(void **state)
 	}
 }
 
+static void on_wake(struct sb_log_waiter *w)
+{
+	(*(int *)w->arg)++;
+}
+
+static void test_tail_waiters_fire_once_on_append(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	int woken = 0, woken2 = 0;
+	struct sb_log_waiter w = {.fn = on_wake, .arg = &woken}, w2 = {.fn = on_wake, .arg = &woken2};
+	(void)state;
+	fx_init(&f, "log-waiters", 0);
+	assert_int_equal(sb_log_wait(f.log, 0, &w), 0);
+	assert_int_equal(sb_log_wait(f.log, 0, &w2), 0);
+	assert_int_equal(sb_log_wait_cancel(f.log, &w2), 1); /* disarmed: never fires */
+	assert_int_equal(woken, 0);
+	append_many(&f, &a, 1, 5, 10, &id);
+	assert_int_equal(woken, 1);
+	assert_int_equal(woken2, 0);
+	assert_int_equal(sb_log_wait_cancel(f.log, &w), 0); /* already fired */
+	append_many(&f, &a, 1, 5, 10, &id);
+	assert_int_equal(woken, 1); /* once per arming */
+	assert_int_equal(sb_log_wait(f.log, 3, &w), 1); /* end already past 3 */
+	assert_int_equal(sb_log_wait(f.log, 10, &w), 0);
+	append_many(&f, &a, 1, 5, 10, &id);
+	assert_int_equal(woken, 2);
+	fx_fini(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -503,6 +534,7 @@ int main(void)
 		cmocka_unit_test(test_bad_batches_and_old_epochs_are_rejected),
 		cmocka_unit_test(test_offset_for_timestamp),
 		cmocka_unit_test(test_fsync_policies_all_ack),
+		cmocka_unit_test(test_tail_waiters_fire_once_on_append),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
