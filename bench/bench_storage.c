@@ -20,7 +20,9 @@
  *     bandwidth (never) or the write + fdatasync bandwidth (always).
  *  3. Ack latency with fsync always, one appender, one 100 B record per
  *     append: from the sb_log_append call to its callback, next to the raw
- *     fdatasync latency of (1).
+ *     fdatasync latency of (1). It runs right after (1), before (2): heavy
+ *     writing and deleting leaves the device's fdatasync latency raised for
+ *     a while, and both latencies must see the same conditions.
  *  4. Reads over a partition of 10 M 100 B records (1 M with --quick) written
  *     in batches of 100 with fsync never, then closed and reopened (sealed
  *     segments come back with their index files) and read once so it sits
@@ -34,7 +36,9 @@
  * A prefault pass first writes and deletes a file so that page-cache pages
  * are backed by memory (in a VM, first-touched memory writes ~10x slower).
  * Every log is closed (which fdatasyncs it) and deleted between runs, so no
- * run starts with another run's dirty pages.
+ * run starts with another run's dirty pages. The runs of one measurement
+ * share a time cap of ~5 s (0.6 s with --quick). --only and --cell restrict
+ * a run to some sections or one append cell, e.g. to profile it with perf.
  */
 #include "sb_aio.h"
 #include "sb_batch.h"
@@ -77,9 +81,9 @@
 
 struct plan {
 	uint64_t prefault_bytes;
-	uint64_t never_bytes;   /* per run with fsync never; also the write() baseline */
-	uint64_t always_bytes;  /* per run with fsync always; also the write+fdatasync baseline */
-	double cell_s;          /* time cap of one measurement, all its runs together */
+	uint64_t never_bytes;  /* per run with fsync never; also the write() baseline */
+	uint64_t always_bytes; /* per run with fsync always; also the write+fdatasync baseline */
+	double cell_s;         /* time cap of one measurement, all its runs together */
 	int fsync_samples;
 	int ack_samples;
 	int64_t read_records;
@@ -89,29 +93,29 @@ struct plan {
 };
 
 static const struct plan plan_full = {
-	.prefault_bytes = GIB,
-	.never_bytes = 256 * MIB,
-	.always_bytes = 64 * MIB,
-	.cell_s = 5.0,
-	.fsync_samples = 2000,
-	.ack_samples = 3000,
-	.read_records = 10000000,
-	.lookups = 1 << 20,
-	.reads = 100000,
-	.recovery_bytes = GIB,
+    .prefault_bytes = GIB,
+    .never_bytes = 512 * MIB,
+    .always_bytes = 128 * MIB,
+    .cell_s = 5.0,
+    .fsync_samples = 2000,
+    .ack_samples = 3000,
+    .read_records = 10000000,
+    .lookups = 1 << 20,
+    .reads = 100000,
+    .recovery_bytes = GIB,
 };
 
 static const struct plan plan_quick = {
-	.prefault_bytes = 256 * MIB,
-	.never_bytes = 64 * MIB,
-	.always_bytes = 8 * MIB,
-	.cell_s = 0.6,
-	.fsync_samples = 300,
-	.ack_samples = 300,
-	.read_records = 1000000,
-	.lookups = 1 << 18,
-	.reads = 20000,
-	.recovery_bytes = 256 * MIB,
+    .prefault_bytes = 256 * MIB,
+    .never_bytes = 64 * MIB,
+    .always_bytes = 8 * MIB,
+    .cell_s = 0.6,
+    .fsync_samples = 300,
+    .ack_samples = 300,
+    .read_records = 1000000,
+    .lookups = 1 << 18,
+    .reads = 20000,
+    .recovery_bytes = 256 * MIB,
 };
 
 /* ---- results ---- */
@@ -133,7 +137,7 @@ struct results {
 	double write_mbps, sync_mbps;
 	struct pct raw_fsync, ack;
 	double rps[NPOLICIES][NSIZES][NBATCHES][NAPPENDERS]; /* records/s */
-	double bpr[NSIZES][NBATCHES];                          /* encoded bytes per record */
+	double bpr[NSIZES][NBATCHES];                        /* encoded bytes per record */
 	double lookup_ns;
 	int lookup_sealed;
 	uint32_t lookup_entries;
@@ -163,7 +167,7 @@ struct bench {
 	unsigned sections;
 	struct cell_filter only_cell;
 	char *workdir;
-	char *created_parent; /* ./bench-data if this run created it */
+	char *created_parent; /* the parent directory, if this run created it */
 	struct sb_ioloop *loop;
 	const char *io_name;
 	int run_seq;
@@ -180,9 +184,10 @@ static volatile uint64_t sink; /* keeps timed loops from being optimised away */
 /* Everything starts unmeasured (NAN): --only skips sections. */
 static void results_init(struct results *r)
 {
-	double *all[] = {&r->write_mbps, &r->sync_mbps, &r->raw_fsync.p50, &r->raw_fsync.p99,
-			 &r->raw_fsync.p999, &r->ack.p50, &r->ack.p99, &r->ack.p999, &r->lookup_ns,
-			 &r->read_p50_us, &r->read_p99_us, &r->recovery_gibps, &r->recovery_gib};
+	double *all[] = {&r->write_mbps,     &r->sync_mbps,   &r->raw_fsync.p50, &r->raw_fsync.p99,
+	                 &r->raw_fsync.p999, &r->ack.p50,     &r->ack.p99,       &r->ack.p999,
+	                 &r->lookup_ns,      &r->read_p50_us, &r->read_p99_us,   &r->recovery_gibps,
+	                 &r->recovery_gib};
 	double *rps = &r->rps[0][0][0][0];
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		*all[i] = NAN;
@@ -271,7 +276,7 @@ static void progress(struct bench *b, const char *fmt, ...)
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "%s[%6.1fs] %s%s", b->tty ? "\r\033[K" : "",
-		(double)(now_ns() - b->t_start_ns) / 1e9, line, b->tty ? "" : "\n");
+	        (double)(now_ns() - b->t_start_ns) / 1e9, line, b->tty ? "" : "\n");
 }
 
 static void progress_done(struct bench *b)
@@ -359,7 +364,8 @@ static int payload_build(struct payload *p, uint32_t records, uint32_t value_byt
 	int64_t ts = (int64_t)time(NULL) * 1000;
 	rc = 0;
 	for (uint32_t i = 0; i < records && !rc; i++) {
-		struct sb_record_in r = {.value = value, .value_len = value_bytes, .timestamp_ms = ts};
+		struct sb_record_in r = {
+		    .value = value, .value_len = value_bytes, .timestamp_ms = ts};
 		rc = sb_batch_builder_add(&bb, &r);
 	}
 	if (!rc)
@@ -401,7 +407,7 @@ static int write_full(int fd, const uint8_t *buf, size_t len)
 /* Writes up to `bytes` into a fresh file in 1 MiB write()s, with an
  * fdatasync after each if sync, until done or budget_s passed; MB/s. */
 static int file_write_run(const char *path, const uint8_t *buf, uint64_t bytes, int sync,
-			  double budget_s, double *mbps)
+                          double budget_s, double *mbps)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	uint64_t done = 0;
@@ -424,7 +430,7 @@ static int file_write_run(const char *path, const uint8_t *buf, uint64_t bytes, 
 
 /* fdatasync latency after each 4 KiB append to a growing file. */
 static int fsync_latency_run(const char *path, const uint8_t *buf, int samples, double budget_s,
-			     struct pct *out)
+                             struct pct *out)
 {
 	int64_t *ns = calloc((size_t)samples, sizeof *ns);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
@@ -458,17 +464,21 @@ static int bench_baselines(struct bench *b)
 	int rc = 0;
 
 	snprintf(path, sizeof path, "%s/baseline.dat", b->workdir);
-	progress(b, "prefault: writing and deleting %" PRIu64 " MiB", b->plan->prefault_bytes / MIB);
+	progress(b, "prefault: writing and deleting %" PRIu64 " MiB",
+	         b->plan->prefault_bytes / MIB);
 	rc = file_write_run(path, b->iobuf, b->plan->prefault_bytes, 0, 60.0, &w[0]);
 	for (int i = 0; i < b->reps && !rc; i++) {
 		progress(b, "baseline write() run %d/%d", i + 1, b->reps);
-		rc = file_write_run(path, b->iobuf, b->plan->never_bytes, 0, run_budget_s(b), &w[i]);
+		rc =
+		    file_write_run(path, b->iobuf, b->plan->never_bytes, 0, run_budget_s(b), &w[i]);
 		progress(b, "baseline write+fdatasync run %d/%d", i + 1, b->reps);
 		if (!rc)
-			rc = file_write_run(path, b->iobuf, b->plan->always_bytes, 1, run_budget_s(b), &s[i]);
+			rc = file_write_run(path, b->iobuf, b->plan->always_bytes, 1,
+			                    run_budget_s(b), &s[i]);
 		progress(b, "baseline fdatasync latency run %d/%d", i + 1, b->reps);
 		if (!rc)
-			rc = fsync_latency_run(path, b->iobuf, b->plan->fsync_samples, run_budget_s(b), &l[i]);
+			rc = fsync_latency_run(path, b->iobuf, b->plan->fsync_samples,
+			                       run_budget_s(b), &l[i]);
 	}
 	if (rc)
 		return fail("baseline", rc);
@@ -496,7 +506,7 @@ struct driver {
 	int nready;
 	int outstanding; /* accepted, not yet acknowledged (may dip below 0 briefly) */
 	uint64_t acks;
-	int err;         /* first failed ack */
+	int err; /* first failed ack */
 	int64_t last_ack_ns;
 	int64_t *lat_ns; /* per-ack latency, if non-NULL */
 	size_t nlat, cap_lat;
@@ -566,8 +576,8 @@ struct goal {
  * reached (the appender then retires). Returns how many were issued in
  * *issued; on SB_EBUSY stops and leaves the rest in ids from *rest. */
 static int issue_round(struct driver *d, struct sb_log *log, const struct payload *p,
-		       const struct goal *g, uint64_t *total, const int *ids, int n, int *issued,
-		       int *rest)
+                       const struct goal *g, uint64_t *total, const int *ids, int n, int *issued,
+                       int *rest)
 {
 	int rc = 0, i;
 	*issued = 0;
@@ -588,7 +598,8 @@ static int issue_round(struct driver *d, struct sb_log *log, const struct payloa
 
 /* The producer: keeps every appender's append in flight until the goal,
  * then waits for the last ack. Returns 0 or the first error. */
-static int drive(struct driver *d, struct sb_log *log, const struct payload *p, const struct goal *g)
+static int drive(struct driver *d, struct sb_log *log, const struct payload *p,
+                 const struct goal *g)
 {
 	int ids[APPENDERS_MAX], n, issued, rest, busy = 0, rc = 0;
 	uint64_t total = 0;
@@ -620,7 +631,8 @@ static int drive(struct driver *d, struct sb_log *log, const struct payload *p, 
 	return rc;
 }
 
-static void log_config(struct sb_log_config *cfg, enum sb_fsync_policy policy, uint64_t segment_bytes)
+static void log_config(struct sb_log_config *cfg, enum sb_fsync_policy policy,
+                       uint64_t segment_bytes)
 {
 	sb_log_config_default(cfg);
 	cfg->segment_bytes = segment_bytes;
@@ -638,8 +650,8 @@ struct write_stats {
 /* Opens a log in dir, appends p with `appenders` appenders until g, closes
  * it. lat_ns (optional) receives per-ack latencies. */
 static int log_write(struct bench *b, const char *dir, const struct sb_log_config *cfg,
-		     const struct payload *p, int appenders, const struct goal *g, int64_t *lat_ns,
-		     size_t *nlat, struct write_stats *st)
+                     const struct payload *p, int appenders, const struct goal *g, int64_t *lat_ns,
+                     size_t *nlat, struct write_stats *st)
 {
 	struct sb_log *log = NULL;
 	struct driver d;
@@ -662,11 +674,11 @@ static int log_write(struct bench *b, const char *dir, const struct sb_log_confi
 
 /* One run of one cell, in a fresh log; records per second. */
 static int append_run(struct bench *b, enum sb_fsync_policy policy, const struct payload *p,
-		      int appenders, double *rps)
+                      int appenders, double *rps)
 {
 	uint64_t bytes = policy == SB_FSYNC_NEVER ? b->plan->never_bytes : b->plan->always_bytes;
 	struct goal g = {.appends = (bytes + p->len - 1) / p->len,
-			 .deadline_ns = now_ns() + (int64_t)(run_budget_s(b) * 1e9)};
+	                 .deadline_ns = now_ns() + (int64_t)(run_budget_s(b) * 1e9)};
 	struct sb_log_config cfg;
 	struct write_stats st = {0};
 	char *dir = run_dir_new(b);
@@ -686,8 +698,8 @@ static int append_cell(struct bench *b, int pi, int si, int bi, int ai, const st
 	double v[REPS_MAX];
 	for (int i = 0; i < b->reps; i++) {
 		progress(b, "append fsync=%s %u B x %u, %d appender(s), run %d/%d",
-			 sb_fsync_policy_name(policies[pi]), rec_sizes[si], batch_sizes[bi], appender_counts[ai],
-			 i + 1, b->reps);
+		         sb_fsync_policy_name(policies[pi]), rec_sizes[si], batch_sizes[bi],
+		         appender_counts[ai], i + 1, b->reps);
 		int rc = append_run(b, policies[pi], p, appender_counts[ai], &v[i]);
 		if (rc)
 			return fail("append", rc);
@@ -767,8 +779,8 @@ static int bench_ack_latency(struct bench *b)
 
 /* Fills a fresh log in dir with `appends` copies of p (64 appenders, fsync
  * never) and closes it. */
-static int fill_log(struct bench *b, const char *dir, uint64_t segment_bytes, const struct payload *p,
-		    uint64_t appends)
+static int fill_log(struct bench *b, const char *dir, uint64_t segment_bytes,
+                    const struct payload *p, uint64_t appends)
 {
 	struct goal g = {.appends = appends, .deadline_ns = NO_DEADLINE};
 	struct sb_log_config cfg;
@@ -812,7 +824,8 @@ static int read_run(struct bench *b, struct sb_log *log, uint64_t *seed, struct 
 
 	sb_log_info(log, &info);
 	for (size_t i = 0; i < n && !rc; i++)
-		offs[i] = info.log_start + (int64_t)(xorshift(seed) % (uint64_t)(info.stable_end - info.log_start));
+		offs[i] = info.log_start +
+		          (int64_t)(xorshift(seed) % (uint64_t)(info.stable_end - info.log_start));
 	for (size_t i = 0; i < n && !rc; i++) {
 		struct sb_log_read rd;
 		int64_t t0 = now_ns();
@@ -917,7 +930,8 @@ static int bench_recovery(struct bench *b)
 	int rc = dir ? payload_build(&p, 100, 100) : -errno;
 	if (rc)
 		goto out;
-	progress(b, "recovery: writing %" PRIu64 " MiB into one segment", b->plan->recovery_bytes / MIB);
+	progress(b, "recovery: writing %" PRIu64 " MiB into one segment",
+	         b->plan->recovery_bytes / MIB);
 	rc = fill_log(b, dir, 2 * GIB, &p, b->plan->recovery_bytes / p.len);
 	if (!rc)
 		rc = recovery_reps(b, dir);
@@ -931,8 +945,8 @@ out:
 
 static void print_header(const struct bench *b, int quick)
 {
-	printf("StreamBus storage benchmark: io=%s, %s run, medians of %d runs, crc32c=%s\n", b->io_name,
-	       quick ? "quick" : "full", b->reps, sb_crc32c_impl());
+	printf("StreamBus storage benchmark: io=%s, %s run, medians of %d runs, crc32c=%s\n",
+	       b->io_name, quick ? "quick" : "full", b->reps, sb_crc32c_impl());
 	printf("directory: %s; MB = 10^6 bytes; appends: segment 1 GiB, in-flight bound 64 MiB\n\n",
 	       b->workdir);
 }
@@ -945,7 +959,8 @@ static void print_baselines(const struct bench *b)
 	       b->plan->never_bytes / MIB, r->write_mbps);
 	printf("  1 MiB write + fdatasync,   %4" PRIu64 " MiB   %9.1f MB/s\n",
 	       b->plan->always_bytes / MIB, r->sync_mbps);
-	printf("  fdatasync after 4 KiB append (%d samples): p50 %.1f us  p99 %.1f us  p99.9 %.1f us\n\n",
+	printf("  fdatasync after 4 KiB append (%d samples): p50 %.1f us  p99 %.1f us  p99.9 %.1f "
+	       "us\n\n",
 	       b->plan->fsync_samples, r->raw_fsync.p50, r->raw_fsync.p99, r->raw_fsync.p999);
 }
 
@@ -965,20 +980,24 @@ static void print_appends(const struct bench *b)
 						continue;
 					double mbps = rps * r->bpr[si][bi] / 1e6;
 					printf("  %-6s %5u B %6u %9d %13.0f %10.1f %7.2fx %11.1f\n",
-					       sb_fsync_policy_name(policies[pi]), rec_sizes[si], batch_sizes[bi],
-					       appender_counts[ai], rps, mbps, mbps / base, rps > 0 ? 1e9 / rps : 0);
+					       sb_fsync_policy_name(policies[pi]), rec_sizes[si],
+					       batch_sizes[bi], appender_counts[ai], rps, mbps,
+					       mbps / base, rps > 0 ? 1e9 / rps : 0);
 				}
 	}
-	printf("  (vs base: never / plain write() bandwidth; always / write+fdatasync bandwidth)\n\n");
+	printf(
+	    "  (vs base: never / plain write() bandwidth; always / write+fdatasync bandwidth)\n\n");
 }
 
 static void print_latency(const struct bench *b)
 {
 	const struct results *r = &b->r;
-	printf("3. Ack latency, fsync always, 1 appender, 1 x 100 B record per append (%d samples)\n",
-	       b->plan->ack_samples);
+	printf(
+	    "3. Ack latency, fsync always, 1 appender, 1 x 100 B record per append (%d samples)\n",
+	    b->plan->ack_samples);
 	printf("  %-28s %10s %10s %10s\n", "", "p50 us", "p99 us", "p99.9 us");
-	printf("  %-28s %10.1f %10.1f %10.1f\n", "sb_log append -> ack", r->ack.p50, r->ack.p99, r->ack.p999);
+	printf("  %-28s %10.1f %10.1f %10.1f\n", "sb_log append -> ack", r->ack.p50, r->ack.p99,
+	       r->ack.p999);
 	printf("  %-28s %10.1f %10.1f %10.1f\n", "raw fdatasync (4 KiB)", r->raw_fsync.p50,
 	       r->raw_fsync.p99, r->raw_fsync.p999);
 	printf("  ratio p50 ack / p50 raw: %.2f\n\n", r->ack.p50 / r->raw_fsync.p50);
@@ -987,24 +1006,27 @@ static void print_latency(const struct bench *b)
 static void print_reads(const struct bench *b)
 {
 	const struct results *r = &b->r;
-	printf("4. Reads, %" PRId64 " records of 100 B in batches of 100, reopened, page cache (%u segment%s)\n",
+	printf("4. Reads, %" PRId64
+	       " records of 100 B in batches of 100, reopened, page cache (%u segment%s)\n",
 	       b->plan->read_records, r->read_segments, r->read_segments == 1 ? "" : "s");
 	printf("  index lookup (%s segment, %u entries)     %8.1f ns\n",
 	       r->lookup_sealed ? "sealed" : "active", r->lookup_entries, r->lookup_ns);
-	printf("  sb_log_read(offset, 1), %d random reads  p50 %.2f us  p99 %.2f us\n\n", b->plan->reads,
-	       r->read_p50_us, r->read_p99_us);
+	printf("  sb_log_read(offset, 1), %d random reads  p50 %.2f us  p99 %.2f us\n\n",
+	       b->plan->reads, r->read_p50_us, r->read_p99_us);
 }
 
 static void print_recovery(const struct bench *b)
 {
-	printf("5. Recovery: sb_log_open over one active segment of %.2f GiB (page cache)\n", b->r.recovery_gib);
-	printf("  %.2f GiB/s (%.0f ms per GiB)\n\n", b->r.recovery_gibps, 1000.0 / b->r.recovery_gibps);
+	printf("5. Recovery: sb_log_open over one active segment of %.2f GiB (page cache)\n",
+	       b->r.recovery_gib);
+	printf("  %.2f GiB/s (%.0f ms per GiB)\n\n", b->r.recovery_gibps,
+	       1000.0 / b->r.recovery_gibps);
 }
 
 /* One target line: value against limit (at_least: value >= limit, else
  * value <= limit). Skipped if the value was not measured (NAN). */
 static void target_line(const char *what, double value, int at_least, double limit, int prec,
-			const char *unit)
+                        const char *unit)
 {
 	char val[32], tgt[32];
 	if (isnan(value))
@@ -1023,17 +1045,19 @@ static void print_targets(const struct bench *b)
 	char what[96];
 
 	printf("Targets\n");
-	target_line("never, 100 x 100 B, 64 appenders: vs write() bw", 100 * never_mbps / r->write_mbps, 1,
-		    80, 0, "%");
-	target_line("never, 100 x 100 B, 64 appenders: per record", 1e9 / never_rps, 0, 60, 1, " ns");
+	target_line("never, 100 x 100 B, 64 appenders: vs write() bw",
+	            100 * never_mbps / r->write_mbps, 1, 80, 0, "%");
+	target_line("never, 100 x 100 B, 64 appenders: per record", 1e9 / never_rps, 0, 60, 1,
+	            " ns");
 	for (int si = 0; si < NSIZES; si++)
 		for (int bi = 0; bi < NBATCHES; bi++) {
-			snprintf(what, sizeof what, "always/never, %u x %u B, 64 appenders", batch_sizes[bi],
-				 rec_sizes[si]);
-			target_line(what, 100 * r->rps[1][si][bi][1] / r->rps[0][si][bi][1], 1, 50, 1, "%");
+			snprintf(what, sizeof what, "always/never, %u x %u B, 64 appenders",
+			         batch_sizes[bi], rec_sizes[si]);
+			target_line(what, 100 * r->rps[1][si][bi][1] / r->rps[0][si][bi][1], 1, 50,
+			            1, "%");
 		}
-	target_line("ack p50 (1 appender) / raw fdatasync p50", r->ack.p50 / r->raw_fsync.p50, 0, 1.3, 2,
-		    " x");
+	target_line("ack p50 (1 appender) / raw fdatasync p50", r->ack.p50 / r->raw_fsync.p50, 0,
+	            1.3, 2, " x");
 	target_line("offset index lookup", r->lookup_ns, 0, 100, 1, " ns");
 	target_line("random single-batch read, median", r->read_p50_us, 0, 2, 2, " us");
 	target_line("recovery of the active segment", r->recovery_gibps, 1, 1, 2, " GiB/s");
@@ -1052,15 +1076,17 @@ struct opts {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: bench_storage [--dir DIR] [--io uring|sync] [--quick] [--reps N]\n"
-		   "  --dir DIR   work in a fresh directory under DIR (default ./bench-data)\n"
-		   "  --io        I/O engine (default uring; falls back to sync if unavailable)\n"
-		   "  --quick     smaller sizes, under a minute\n"
-		   "  --reps N    runs per figure, medians reported (default 3, max %d)\n"
-		   "  --only S,.. run only these sections: baselines, appends, latency, reads,\n"
-		   "              recovery (for profiling one part)\n"
-		   "  --cell P/S/B/A  run one append cell, e.g. never/100/100/64\n",
-		REPS_MAX);
+	fprintf(f,
+	        "usage: bench_storage [--dir DIR] [--io uring|sync] [--quick] [--reps N]\n"
+	        "                     [--only S,..] [--cell P/S/B/A]\n"
+	        "  --dir DIR   work in a fresh directory under DIR (default ./bench-data)\n"
+	        "  --io        I/O engine (default uring; falls back to sync if unavailable)\n"
+	        "  --quick     smaller sizes, under a minute\n"
+	        "  --reps N    runs per figure, medians reported (default 3, max %d)\n"
+	        "  --only S,.. run only these sections: baselines, appends, latency, reads,\n"
+	        "              recovery (for profiling one part)\n"
+	        "  --cell P/S/B/A  run one append cell, e.g. never/100/100/64\n",
+	        REPS_MAX);
 }
 
 /* "baselines,reads" -> SEC_BASELINES | SEC_READS; 0 if a name is unknown. */
@@ -1110,17 +1136,19 @@ static int parse_cell(const char *s, struct cell_filter *f)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{"dir", required_argument, NULL, 'd'},  {"io", required_argument, NULL, 'i'},
-		{"quick", no_argument, NULL, 'q'},      {"reps", required_argument, NULL, 'r'},
-		{"only", required_argument, NULL, 'o'}, {"cell", required_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+	    {"dir", required_argument, NULL, 'd'},  {"io", required_argument, NULL, 'i'},
+	    {"quick", no_argument, NULL, 'q'},      {"reps", required_argument, NULL, 'r'},
+	    {"only", required_argument, NULL, 'o'}, {"cell", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
 	};
 	int c;
-	*o = (struct opts){.io = SB_AIO_URING, .reps = 3, .sections = SEC_ALL, .cell = {-1, -1, -1, -1}};
+	*o = (struct opts){
+	    .io = SB_AIO_URING, .reps = 3, .sections = SEC_ALL, .cell = {-1, -1, -1, -1}};
 	while ((c = getopt_long(argc, argv, "d:i:qr:o:c:h", longopts, NULL)) != -1) {
 		if (c == 'd')
 			o->dir = optarg;
-		else if (c == 'i' && (sb_aio_parse_kind(optarg, &o->io) != 0 || o->io == SB_AIO_AUTO))
+		else if (c == 'i' &&
+		         (sb_aio_parse_kind(optarg, &o->io) != 0 || o->io == SB_AIO_AUTO))
 			return -1;
 		else if (c == 'q')
 			o->quick = 1;
@@ -1145,7 +1173,7 @@ static int workdir_open(struct bench *b, const char *dir)
 	int rc = existed ? 0 : sb_vfs_mkdir_durable(sb_vfs_posix(), parent);
 	if (rc)
 		return rc;
-	if (!existed && !dir)
+	if (!existed)
 		b->created_parent = strdup(parent);
 	if (asprintf(&b->workdir, "%s/sb-bench-XXXXXX", parent) < 0)
 		return -ENOMEM;
@@ -1168,7 +1196,7 @@ static int loop_open(struct bench *b, enum sb_aio_kind kind)
 	int rc = sb_aio_open(kind, &aio);
 	if (rc && kind == SB_AIO_URING) {
 		fprintf(stderr, "bench_storage: io_uring unavailable (%s), using the sync engine\n",
-			sb_strerror(rc));
+		        sb_strerror(rc));
 		rc = sb_aio_open(SB_AIO_SYNC, &aio);
 	}
 	if (rc)
@@ -1206,25 +1234,28 @@ static int bench_setup(struct bench *b, const struct opts *o)
 	return b->iobuf ? 0 : fail("buffer", -ENOMEM);
 }
 
+/* Sections in print order. They run in `order`: ack latency right after
+ * the baselines, because after the append matrix has written and deleted a
+ * few GiB the device's fdatasync latency stays raised for a while, and the
+ * two latencies must be compared under the same conditions. */
 static const struct {
 	enum section sec;
 	int (*run)(struct bench *b);
 	void (*print)(const struct bench *b);
 } sections[] = {
-	{SEC_BASELINES, bench_baselines, print_baselines},
-	{SEC_APPENDS, bench_appends, print_appends},
-	{SEC_LATENCY, bench_ack_latency, print_latency},
-	{SEC_READS, bench_reads, print_reads},
-	{SEC_RECOVERY, bench_recovery, print_recovery},
+    {SEC_BASELINES, bench_baselines, print_baselines}, {SEC_APPENDS, bench_appends, print_appends},
+    {SEC_LATENCY, bench_ack_latency, print_latency},   {SEC_READS, bench_reads, print_reads},
+    {SEC_RECOVERY, bench_recovery, print_recovery},
 };
+static const int order[] = {0, 2, 1, 3, 4};
 #define NSECTIONS (sizeof sections / sizeof sections[0])
 
 static int bench_run(struct bench *b, int quick)
 {
 	int rc = 0;
 	for (size_t i = 0; i < NSECTIONS && !rc; i++)
-		if (b->sections & sections[i].sec)
-			rc = sections[i].run(b);
+		if (b->sections & sections[order[i]].sec)
+			rc = sections[order[i]].run(b);
 	progress_done(b);
 	if (rc)
 		return rc;
