@@ -12,6 +12,8 @@
 #define SB_PARTITIONS_MAX 1024
 /* Topics per node: bounds directory scans at start-up and admin listings. */
 #define SB_TOPICS_MAX 10000
+/* Topics in one ListTopics response (all of them: bounded by SB_TOPICS_MAX). */
+#define SB_TOPICS_MAX_LISTED SB_TOPICS_MAX
 
 /* One record batch on disk. Must be >= the largest gRPC message we accept so
  * that any valid produce request fits in one batch; 64 MiB also bounds the

@@ -32,7 +32,8 @@ struct sb_vfs;
 struct sb_ioloop;
 struct sb_log;
 
-enum sb_fsync_policy { SB_FSYNC_ALWAYS = 0, SB_FSYNC_INTERVAL = 1, SB_FSYNC_NEVER = 2 };
+/* SB_FSYNC_DEFAULT appears only in requests ("use the server's default"). */
+enum sb_fsync_policy { SB_FSYNC_DEFAULT = -1, SB_FSYNC_ALWAYS = 0, SB_FSYNC_INTERVAL = 1, SB_FSYNC_NEVER = 2 };
 
 /* "always" | "interval" | "never"; 0 or SB_EINVAL. */
 int sb_fsync_policy_parse(const char *s, enum sb_fsync_policy *out) SB_MUST_CHECK;

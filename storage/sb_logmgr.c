@@ -376,6 +376,8 @@ static void merge_defaults(const struct sb_logmgr *mgr, const struct sb_topic_co
 		out->log.segment_ms = d->log.segment_ms;
 	if (!out->log.index_interval_bytes)
 		out->log.index_interval_bytes = d->log.index_interval_bytes;
+	if (out->log.fsync_policy == SB_FSYNC_DEFAULT)
+		out->log.fsync_policy = d->log.fsync_policy;
 	if (!out->log.fsync_interval_ms)
 		out->log.fsync_interval_ms = d->log.fsync_interval_ms;
 	if (!out->log.retention_bytes)

@@ -71,7 +71,8 @@ void sb_logmgr_close(struct sb_logmgr *mgr);
 const char *sb_logmgr_io_name(struct sb_logmgr *mgr);
 struct sb_ioloop *sb_logmgr_loop(struct sb_logmgr *mgr);
 
-/* Creates a topic. cfg fields left 0/empty take the manager's defaults.
+/* Creates a topic. cfg fields left 0/empty (and fsync_policy
+ * SB_FSYNC_DEFAULT) take the manager's defaults.
  * Returns 0, SB_EBADNAME, SB_EEXISTS, SB_EBADCONFIG, SB_ETOOBIG (too many
  * topics), -errno. */
 int sb_logmgr_create_topic(struct sb_logmgr *mgr, const char *name, const struct sb_topic_config *cfg) SB_MUST_CHECK;
