@@ -8,6 +8,9 @@ PACKAGES=(
 	build-essential cmake pkg-config   # toolchain
 	liburing-dev                        # io_uring engine
 	libcmocka-dev                       # unit tests
+	libgrpc-dev grpc-proto              # gRPC C core; health/reflection protos
+	libprotobuf-c-dev protobuf-c-compiler protobuf-compiler  # protoc-c, descriptor sets
+	protobuf-compiler-grpc python3-grpcio python3-protobuf   # Python examples and tests
 )
 
 missing=()

@@ -1,0 +1,57 @@
+/* sb_settings.h - streambusd's settings: one table of {name, default,
+ * bounds, help}, filled from defaults, then an optional config file
+ * (key = value lines), then STREAMBUS_* environment variables, then command
+ * line flags (--name value or --name=value); every value is validated
+ * against its bounds at start-up (Redis config.c habit). */
+#ifndef SB_SERVICE_SETTINGS_H
+#define SB_SERVICE_SETTINGS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sb_error.h"
+
+struct sb_settings {
+	char listen[256];
+	char data_dir[1024];
+	char io[16];            /* auto | uring | sync */
+	char log_level[16];
+	char log_format[16];
+	char config[1024];
+	int64_t node_id;
+	int64_t workers;
+	/* Topic defaults. */
+	int64_t default_partitions;
+	char fsync_policy[16];
+	int64_t fsync_interval_ms;
+	int64_t segment_bytes;
+	int64_t segment_ms;
+	int64_t retention_bytes;
+	int64_t retention_ms;
+	/* Limits. */
+	int64_t max_message_bytes;
+	int64_t max_records_per_request;
+	int64_t max_inflight_per_stream;
+	int64_t max_streams;
+	int64_t max_subscribers;
+	int64_t consume_max_bytes;
+	int64_t consume_max_records;
+	int64_t consume_buffer_bytes;
+	int64_t keepalive_ms;
+	int64_t shutdown_grace_ms;
+	int help, version;
+};
+
+/* Fills s with the defaults. */
+void sb_settings_default(struct sb_settings *s);
+
+/* Applies config file (if --config/STREAMBUS_CONFIG names one), environment
+ * and argv over the defaults. On error writes one line naming the setting to
+ * err and returns SB_EBADCONFIG (or -errno reading the file). */
+int sb_settings_load(struct sb_settings *s, int argc, char **argv, FILE *err) SB_MUST_CHECK;
+
+/* Prints every setting with its flag, environment variable, default, bounds
+ * and help. */
+void sb_settings_usage(FILE *out, const char *prog);
+
+#endif

@@ -1,0 +1,93 @@
+/* sb_svc.h - the gRPC server: one completion queue served by worker
+ * threads, registered methods with several requests always outstanding, and
+ * one state struct per call that owns its tags (GRPC_CORE.md "Server
+ * lifecycle that works").
+ *
+ * Lifecycle: sb_svc_start() opens nothing itself — it serves the already
+ * opened log manager — then sb_svc_drain() (readiness goes NOT_SERVING, new
+ * calls are refused, in-flight produce requests finish, subscriptions end
+ * with UNAVAILABLE and their resume offset) and sb_svc_stop().
+ */
+#ifndef SB_SERVICE_SVC_H
+#define SB_SERVICE_SVC_H
+
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "sb_error.h"
+#include "sb_rpc.h"
+#include "sb_settings.h"
+
+struct sb_logmgr;
+
+enum sb_method {
+	SB_M_PRODUCE,
+	SB_M_CONSUME,
+	SB_M_FETCH,
+	SB_M_CREATE_TOPIC,
+	SB_M_DELETE_TOPIC,
+	SB_M_LIST_TOPICS,
+	SB_M_DESCRIBE_TOPIC,
+	SB_M_CLUSTER_INFO,
+	SB_M_HEALTH_CHECK,
+	SB_M_HEALTH_WATCH,
+	SB_M_REFLECTION_V1,
+	SB_M_REFLECTION_V1ALPHA,
+	SB_M_COUNT
+};
+
+struct sb_svc {
+	const struct sb_settings *cfg;
+	struct sb_logmgr *mgr;
+	grpc_server *server;
+	grpc_completion_queue *cq;
+	void *methods[SB_M_COUNT];
+	int port;
+	pthread_mutex_t lock;    /* guards the fields below and request posting */
+	pthread_cond_t cond;
+	int draining;            /* no new calls; readiness NOT_SERVING */
+	int64_t calls;           /* live call states */
+	int64_t subscribers;     /* live Consume streams */
+	struct sb_watch *watchers; /* Health.Watch streams */
+	struct sb_consume *consumers; /* live Consume streams, for drain */
+	struct sb_produce *producers; /* live Produce streams, for drain */
+	pthread_t workers[64];
+	int nworkers;
+	uint32_t rr;             /* round robin for partition -1 without keys */
+};
+
+/* Creates the server on cfg->listen, registers every method, starts the
+ * workers. *port gets the bound port. 0, or SB_EBADCONFIG (cannot bind), -ENOMEM. */
+int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr) SB_MUST_CHECK;
+/* Graceful drain: stop accepting calls, let produce streams finish for up to
+ * the grace period, end subscriptions with UNAVAILABLE + resume offset. */
+void sb_svc_drain(struct sb_svc *svc);
+/* Cancels what is left, shuts the server and queue down, joins workers. */
+void sb_svc_stop(struct sb_svc *svc);
+
+/* ---- for the call modules (service/) ---- */
+
+/* Counts a call state in/out (refuses new ones while draining or at
+ * max-streams: returns SB_ECLOSED / SB_EBUSY). */
+int sb_svc__call_begin(struct sb_svc *svc) SB_MUST_CHECK;
+void sb_svc__call_end(struct sb_svc *svc);
+
+/* Status code and a caller-facing message for err (with context). */
+void sb_svc__error_text(int err, const char *what, char *buf, size_t cap);
+
+/* Handlers: each takes ownership of call and payload (payload may be NULL). */
+void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_byte_buffer *payload);
+void sb_svc__produce(struct sb_svc *svc, grpc_call *call);
+void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payload);
+void sb_svc__health_watch(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payload);
+void sb_svc__reflection(struct sb_svc *svc, enum sb_method m, grpc_call *call);
+/* Ends every subscription / watch (drain). */
+void sb_svc__consume_drain(struct sb_svc *svc);
+void sb_svc__produce_drain(struct sb_svc *svc);
+void sb_svc__health_changed(struct sb_svc *svc);
+
+/* Rejects a call at once with code/msg and frees it (no other state). */
+void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, const char *msg);
+
+#endif

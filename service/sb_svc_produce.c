@@ -1,0 +1,426 @@
+/* sb_svc_produce.c - StreamBus.Produce: a bidirectional stream of produce
+ * requests. One RECV is kept armed; each request is encoded into a record
+ * batch and appended; the storage ack (on the I/O loop thread) marks its
+ * response ready, and responses go out strictly in request order, one send
+ * in flight at a time. Past max-inflight-per-stream unanswered requests the
+ * stream stops reading (HTTP/2 flow control pushes back on the client). */
+#include "sb_svc.h"
+
+#include "sb_batch.h"
+#include "sb_crc32c.h"
+#include "sb_logmgr.h"
+#include "sb_logging.h"
+#include "sb_svc_status.h"
+#include "sb_time.h"
+#include "streambus/v1/streambus.pb-c.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pend {
+	struct pend *next;
+	struct sb_produce *p;
+	struct sb_topic *topic; /* held until the ack: keeps the log alive */
+	uint64_t request_id;
+	int32_t partition;
+	int64_t base_offset;
+	int done, silent;       /* silent: ACKS_NONE and OK: no response */
+	grpc_status_code code;
+	char *msg;
+};
+
+struct sb_produce {
+	struct sb_rpc_tag recv_tag, send_tag, close_tag, status_tag;
+	struct sb_svc *svc;
+	grpc_call *call;
+	pthread_mutex_t lock;
+	int refs;
+	grpc_byte_buffer *in, *out;
+	int recv_armed, recv_paused, half_closed, cancelled, status_started, send_inflight;
+	int initial_md_sent, draining;
+	struct pend *head, *tail;
+	int inflight;
+	struct sb_batch_builder builder;
+	struct sb_produce *next, *prev;
+};
+
+static void produce_unref(struct sb_produce *p)
+{
+	if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	struct sb_svc *svc = p->svc;
+	pthread_mutex_lock(&svc->lock);
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		svc->producers = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	pthread_mutex_unlock(&svc->lock);
+	grpc_call_unref(p->call);
+	sb_batch_builder_fini(&p->builder);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	sb_svc__call_end(svc);
+}
+
+static void arm_recv(struct sb_produce *p);
+static void pump(struct sb_produce *p);
+
+/* Lock held. Ends the stream once everything is answered. */
+static void try_finish(struct sb_produce *p)
+{
+	if (p->status_started || p->send_inflight || p->head)
+		return;
+	if (!(p->half_closed || p->draining || p->cancelled))
+		return;
+	p->status_started = 1;
+	__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED);
+	int rc = p->draining && !p->half_closed
+			 ? sb_rpc_send_status(p->call, &p->status_tag, !p->initial_md_sent, GRPC_STATUS_UNAVAILABLE,
+					      "server is shutting down: every answered request is durable; reconnect",
+					      NULL, 0)
+			 : sb_rpc_send_status(p->call, &p->status_tag, !p->initial_md_sent, GRPC_STATUS_OK, "", NULL, 0);
+	p->initial_md_sent = 1;
+	if (rc)
+		__atomic_fetch_sub(&p->refs, 1, __ATOMIC_RELAXED);
+}
+
+static grpc_byte_buffer *response_for(struct pend *q)
+{
+	Streambus__V1__ProduceResponse r = STREAMBUS__V1__PRODUCE_RESPONSE__INIT;
+	r.request_id = q->request_id;
+	r.partition = q->partition;
+	r.base_offset = q->code == GRPC_STATUS_OK ? q->base_offset : -1;
+	r.error_code = (int32_t)q->code;
+	r.error_message = q->msg ? q->msg : "";
+	return sb_rpc_pack(&r.base);
+}
+
+static void pend_free(struct pend *q)
+{
+	free(q->msg);
+	free(q);
+}
+
+/* Lock held. Sends the next ready response, in request order. */
+static void pump(struct sb_produce *p)
+{
+	while (p->head && p->head->done && !p->send_inflight) {
+		struct pend *q = p->head;
+		p->head = q->next;
+		if (!p->head)
+			p->tail = NULL;
+		p->inflight--;
+		if (!q->silent && !p->cancelled) {
+			p->out = response_for(q);
+			__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED);
+			if (sb_rpc_send(p->call, &p->send_tag, p->out, !p->initial_md_sent, 0) == 0) {
+				p->send_inflight = 1;
+				p->initial_md_sent = 1;
+			} else {
+				grpc_byte_buffer_destroy(p->out);
+				p->out = NULL;
+				__atomic_fetch_sub(&p->refs, 1, __ATOMIC_RELAXED);
+				p->cancelled = 1;
+			}
+		}
+		pend_free(q);
+	}
+	if (p->recv_paused && p->inflight < p->svc->cfg->max_inflight_per_stream && !p->half_closed &&
+	    !p->cancelled) {
+		p->recv_paused = 0;
+		arm_recv(p);
+	}
+	try_finish(p);
+}
+
+/* Storage ack, on the I/O loop thread. */
+static void on_ack(void *arg, int64_t base, int result)
+{
+	struct pend *q = arg;
+	struct sb_produce *p = q->p;
+	struct sb_topic *topic = q->topic; /* q may be freed by pump */
+	char msg[256];
+	pthread_mutex_lock(&p->lock);
+	q->topic = NULL;
+	q->done = 1;
+	q->base_offset = base;
+	if (result) {
+		q->silent = 0;
+		q->code = sb_svc_status(result);
+		snprintf(msg, sizeof msg, "append failed: %s; nothing was acknowledged for this request",
+			 sb_strerror(result));
+		q->msg = strdup(msg);
+	}
+	pump(p);
+	pthread_mutex_unlock(&p->lock);
+	sb_topic_release(topic);
+	produce_unref(p);
+}
+
+/* Lock held. Appends a finished entry carrying an error. */
+static void answer_now(struct sb_produce *p, struct pend *q, grpc_status_code code, const char *msg)
+{
+	q->done = 1;
+	q->code = code;
+	q->silent = code == GRPC_STATUS_OK && q->silent;
+	q->msg = msg ? strdup(msg) : NULL;
+	(void)p;
+}
+
+static int32_t pick_partition(struct sb_svc *svc, const Streambus__V1__ProduceRequest *r, int32_t n)
+{
+	if (r->partition >= 0)
+		return r->partition;
+	if (r->records[0]->key.len > 0)
+		return (int32_t)(sb_crc32c(r->records[0]->key.data, r->records[0]->key.len) % (uint32_t)n);
+	return (int32_t)(__atomic_fetch_add(&svc->rr, 1, __ATOMIC_RELAXED) % (uint32_t)n);
+}
+
+/* Encodes the records into the stream's builder. 0 or an error message. */
+static const char *build_batch(struct sb_produce *p, const Streambus__V1__ProduceRequest *r, int *err)
+{
+	struct sb_header_in hdrs[64];
+	int64_t now = sb_wall_ms();
+	sb_batch_builder_reset(&p->builder);
+	for (size_t i = 0; i < r->n_records; i++) {
+		const Streambus__V1__Record *rec = r->records[i];
+		struct sb_record_in in = {0};
+		if (rec->n_headers > sizeof hdrs / sizeof *hdrs) {
+			*err = SB_ETOOBIG;
+			return "too many headers on one record (at most 64)";
+		}
+		for (size_t h = 0; h < rec->n_headers; h++) {
+			hdrs[h].key = rec->headers[h]->key;
+			hdrs[h].key_len = (uint32_t)strlen(rec->headers[h]->key);
+			hdrs[h].value = rec->headers[h]->value.data;
+			hdrs[h].value_len = (uint32_t)rec->headers[h]->value.len;
+		}
+		in.key = rec->key.len ? rec->key.data : NULL;
+		in.key_len = (uint32_t)rec->key.len;
+		in.value = rec->value.data ? rec->value.data : (const void *)"";
+		in.value_len = (uint32_t)rec->value.len;
+		in.headers = hdrs;
+		in.header_count = (uint32_t)rec->n_headers;
+		in.timestamp_ms = rec->timestamp_ms ? rec->timestamp_ms : now;
+		*err = sb_batch_builder_add(&p->builder, &in);
+		if (*err)
+			return *err == SB_ETOOBIG ? "request too large for one batch" : "out of memory";
+	}
+	return NULL;
+}
+
+/* Validates, resolves and appends one request (lock NOT held). */
+static void process(struct sb_produce *p, struct pend *q, const Streambus__V1__ProduceRequest *r)
+{
+	struct sb_svc *svc = p->svc;
+	struct sb_log *log;
+	char msg[512];
+	const void *batch;
+	size_t len;
+	int err = 0;
+
+	q->request_id = r->request_id;
+	q->partition = r->partition;
+	q->silent = r->acks == STREAMBUS__V1__ACKS__ACKS_NONE;
+	if (r->n_records == 0 || r->partition < -1 || (uint64_t)r->n_records > (uint64_t)svc->cfg->max_records_per_request) {
+		snprintf(msg, sizeof msg, r->n_records == 0 ? "a produce request needs at least one record"
+				      : r->partition < -1 ? "partition must be >= 0, or -1 for any"
+				      : "too many records in one request (at most %" PRId64 ")",
+			 svc->cfg->max_records_per_request);
+		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT, msg);
+		return;
+	}
+	err = sb_logmgr_acquire(svc->mgr, r->topic, &q->topic);
+	if (err) {
+		snprintf(msg, sizeof msg, err == SB_EBADNAME ? "invalid topic name \"%.300s\"" : "unknown topic \"%.300s\"",
+			 r->topic);
+		answer_now(p, q, sb_svc_status(err), msg);
+		return;
+	}
+	int32_t np = sb_topic_partitions(q->topic);
+	q->partition = pick_partition(svc, r, np);
+	if (sb_topic_log(q->topic, q->partition, &log)) {
+		snprintf(msg, sizeof msg, "topic \"%.300s\" has no partition %d (it has %d)", r->topic, q->partition, np);
+		answer_now(p, q, GRPC_STATUS_NOT_FOUND, msg);
+		goto release;
+	}
+	if (r->acks == STREAMBUS__V1__ACKS__ACKS_ALL && sb_topic_config(q->topic)->min_insync_replicas > 1) {
+		snprintf(msg, sizeof msg, "not enough in-sync replicas: 1 of min_insync_replicas %d",
+			 sb_topic_config(q->topic)->min_insync_replicas);
+		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, msg);
+		goto release;
+	}
+	const char *why = build_batch(p, r, &err);
+	if (!why && sb_batch_builder_finish(&p->builder, &batch, &len) != 0)
+		why = "empty batch";
+	if (why) {
+		answer_now(p, q, sb_svc_status(err), why);
+		goto release;
+	}
+	__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED); /* the ack's */
+	err = sb_log_append(log, batch, len, 0, on_ack, q);
+	if (err == 0)
+		return; /* on_ack completes q and releases the topic */
+	__atomic_fetch_sub(&p->refs, 1, __ATOMIC_RELAXED);
+	if (err == SB_EBUSY)
+		snprintf(msg, sizeof msg, "partition %d is busy (too many bytes in flight): retry", q->partition);
+	else
+		snprintf(msg, sizeof msg, "append refused: %s", sb_strerror(err));
+	answer_now(p, q, sb_svc_status(err), msg);
+release:
+	sb_topic_release(q->topic);
+	q->topic = NULL;
+}
+
+static void on_recv(struct sb_rpc_tag *t, int ok)
+{
+	struct sb_produce *p = (struct sb_produce *)((char *)t - offsetof(struct sb_produce, recv_tag));
+	grpc_byte_buffer *in = p->in;
+	p->in = NULL;
+	if (!ok || !in) {
+		pthread_mutex_lock(&p->lock);
+		p->recv_armed = 0;
+		p->half_closed = 1;
+		try_finish(p);
+		pthread_mutex_unlock(&p->lock);
+		produce_unref(p);
+		return;
+	}
+	Streambus__V1__ProduceRequest *r = (Streambus__V1__ProduceRequest *)sb_rpc_unpack(
+		&streambus__v1__produce_request__descriptor, in, (size_t)p->svc->cfg->max_message_bytes);
+	grpc_byte_buffer_destroy(in);
+	struct pend *q = calloc(1, sizeof *q);
+	if (!q)
+		abort(); /* a few bytes: treat as fatal like every other OOM on this path */
+	q->p = p;
+	q->code = GRPC_STATUS_OK;
+	pthread_mutex_lock(&p->lock);
+	if (p->tail)
+		p->tail->next = q;
+	else
+		p->head = q;
+	p->tail = q;
+	p->inflight++;
+	int draining = p->draining;
+	pthread_mutex_unlock(&p->lock);
+	if (!r)
+		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT, "malformed ProduceRequest");
+	else if (draining)
+		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, "server is shutting down: not appended; reconnect");
+	else
+		process(p, q, r);
+	if (r)
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+	pthread_mutex_lock(&p->lock);
+	p->recv_armed = 0;
+	if (p->inflight >= p->svc->cfg->max_inflight_per_stream)
+		p->recv_paused = 1;
+	else if (!p->draining && !p->cancelled)
+		arm_recv(p);
+	pump(p);
+	pthread_mutex_unlock(&p->lock);
+	produce_unref(p);
+}
+
+/* Lock held. */
+static void arm_recv(struct sb_produce *p)
+{
+	if (p->recv_armed)
+		return;
+	__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED);
+	if (sb_rpc_recv(p->call, &p->recv_tag, &p->in) == 0) {
+		p->recv_armed = 1;
+	} else {
+		__atomic_fetch_sub(&p->refs, 1, __ATOMIC_RELAXED);
+		p->half_closed = 1;
+	}
+}
+
+static void on_sent(struct sb_rpc_tag *t, int ok)
+{
+	struct sb_produce *p = (struct sb_produce *)((char *)t - offsetof(struct sb_produce, send_tag));
+	pthread_mutex_lock(&p->lock);
+	grpc_byte_buffer_destroy(p->out);
+	p->out = NULL;
+	p->send_inflight = 0;
+	if (!ok)
+		p->cancelled = 1;
+	pump(p);
+	pthread_mutex_unlock(&p->lock);
+	produce_unref(p);
+}
+
+static void on_status(struct sb_rpc_tag *t, int ok)
+{
+	(void)ok;
+	produce_unref((struct sb_produce *)((char *)t - offsetof(struct sb_produce, status_tag)));
+}
+
+static int close_cancelled;
+
+static void on_close(struct sb_rpc_tag *t, int ok)
+{
+	struct sb_produce *p = (struct sb_produce *)((char *)t - offsetof(struct sb_produce, close_tag));
+	(void)ok;
+	pthread_mutex_lock(&p->lock);
+	p->cancelled = 1; /* the call is over either way: nothing more can be sent */
+	try_finish(p);
+	pthread_mutex_unlock(&p->lock);
+	produce_unref(p);
+}
+
+void sb_svc__produce(struct sb_svc *svc, grpc_call *call)
+{
+	int rc = sb_svc__call_begin(svc);
+	struct sb_produce *p = NULL;
+	if (!rc && !(p = calloc(1, sizeof *p)))
+		rc = -ENOMEM;
+	if (!rc && sb_batch_builder_init(&p->builder, (size_t)svc->cfg->max_message_bytes + (1u << 16)) != 0)
+		rc = -ENOMEM;
+	if (rc) {
+		free(p);
+		if (rc != SB_ECLOSED && rc != SB_EBUSY)
+			sb_svc__call_end(svc);
+		sb_svc__reject(svc, call, rc == SB_ECLOSED ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
+			       rc == SB_ECLOSED ? "server is shutting down" : "too many concurrent calls");
+		return;
+	}
+	p->svc = svc;
+	p->call = call;
+	p->recv_tag.fn = on_recv;
+	p->send_tag.fn = on_sent;
+	p->close_tag.fn = on_close;
+	p->status_tag.fn = on_status;
+	pthread_mutex_init(&p->lock, NULL);
+	p->refs = 2; /* this function, and the close tag */
+	pthread_mutex_lock(&svc->lock);
+	p->next = svc->producers;
+	if (svc->producers)
+		svc->producers->prev = p;
+	svc->producers = p;
+	pthread_mutex_unlock(&svc->lock);
+	if (sb_rpc_recv_close(call, &p->close_tag, &close_cancelled) != 0)
+		p->refs--;
+	pthread_mutex_lock(&p->lock);
+	arm_recv(p);
+	try_finish(p);
+	pthread_mutex_unlock(&p->lock);
+	produce_unref(p);
+}
+
+void sb_svc__produce_drain(struct sb_svc *svc)
+{
+	pthread_mutex_lock(&svc->lock);
+	for (struct sb_produce *p = svc->producers; p; p = p->next) {
+		pthread_mutex_lock(&p->lock);
+		p->draining = 1;
+		try_finish(p);
+		pthread_mutex_unlock(&p->lock);
+	}
+	pthread_mutex_unlock(&svc->lock);
+}

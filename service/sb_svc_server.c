@@ -1,0 +1,344 @@
+/* sb_svc_server.c - server lifecycle, worker threads and call dispatch. */
+#include "sb_svc.h"
+
+#include "sb_logging.h"
+#include "sb_svc_status.h"
+
+#include <errno.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SLOTS_PER_METHOD 4
+
+static const struct {
+	const char *path;
+	int payload; /* read the first message with the request (unary, server-streaming) */
+} method_table[SB_M_COUNT] = {
+	[SB_M_PRODUCE] = {"/streambus.v1.StreamBus/Produce", 0},
+	[SB_M_CONSUME] = {"/streambus.v1.StreamBus/Consume", 1},
+	[SB_M_FETCH] = {"/streambus.v1.StreamBus/Fetch", 1},
+	[SB_M_CREATE_TOPIC] = {"/streambus.v1.Admin/CreateTopic", 1},
+	[SB_M_DELETE_TOPIC] = {"/streambus.v1.Admin/DeleteTopic", 1},
+	[SB_M_LIST_TOPICS] = {"/streambus.v1.Admin/ListTopics", 1},
+	[SB_M_DESCRIBE_TOPIC] = {"/streambus.v1.Admin/DescribeTopic", 1},
+	[SB_M_CLUSTER_INFO] = {"/streambus.v1.Admin/GetClusterInfo", 1},
+	[SB_M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", 1},
+	[SB_M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", 1},
+	[SB_M_REFLECTION_V1] = {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", 0},
+	[SB_M_REFLECTION_V1ALPHA] = {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", 0},
+};
+
+/* An outstanding request for a new call of one method (or any, if m < 0). */
+struct slot {
+	struct sb_rpc_tag tag;
+	struct sb_svc *svc;
+	int m;
+	grpc_call *call;
+	gpr_timespec deadline;
+	grpc_metadata_array md;
+	grpc_byte_buffer *payload;
+	grpc_call_details details;
+};
+
+static struct sb_rpc_tag shutdown_tag;
+static int shutdown_done;
+
+static void slot_done(struct sb_rpc_tag *tag, int ok);
+
+/* Lock held. Posts the slot unless the server is shutting down. */
+static int slot_post(struct slot *s)
+{
+	grpc_call_error e;
+	struct sb_svc *svc = s->svc;
+	if (svc->draining)
+		return -1;
+	s->call = NULL;
+	s->payload = NULL;
+	grpc_metadata_array_init(&s->md);
+	if (s->m < 0) {
+		grpc_call_details_init(&s->details);
+		e = grpc_server_request_call(svc->server, &s->call, &s->details, &s->md, svc->cq, svc->cq, &s->tag);
+	} else {
+		e = grpc_server_request_registered_call(svc->server, svc->methods[s->m], &s->call, &s->deadline,
+							&s->md, method_table[s->m].payload ? &s->payload : NULL,
+							svc->cq, svc->cq, &s->tag);
+	}
+	return e == GRPC_CALL_OK ? 0 : -1;
+}
+
+static void slot_free(struct slot *s)
+{
+	grpc_metadata_array_destroy(&s->md);
+	if (s->m < 0)
+		grpc_call_details_destroy(&s->details);
+	free(s);
+}
+
+static void dispatch(struct sb_svc *svc, int m, grpc_call *call, grpc_byte_buffer *payload)
+{
+	switch (m) {
+	case SB_M_PRODUCE: sb_svc__produce(svc, call); break;
+	case SB_M_CONSUME: sb_svc__consume(svc, call, payload); break;
+	case SB_M_HEALTH_WATCH: sb_svc__health_watch(svc, call, payload); break;
+	case SB_M_REFLECTION_V1:
+	case SB_M_REFLECTION_V1ALPHA: sb_svc__reflection(svc, (enum sb_method)m, call); break;
+	case -1:
+		if (payload)
+			grpc_byte_buffer_destroy(payload);
+		sb_svc__reject(svc, call, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+		break;
+	default: sb_svc__unary(svc, (enum sb_method)m, call, payload); break;
+	}
+}
+
+static void slot_done(struct sb_rpc_tag *tag, int ok)
+{
+	struct slot *s = (struct slot *)tag;
+	struct sb_svc *svc = s->svc;
+	if (!ok) { /* shutdown: no call was created */
+		slot_free(s);
+		return;
+	}
+	grpc_call *call = s->call;
+	grpc_byte_buffer *payload = s->payload;
+	int m = s->m;
+	grpc_metadata_array_destroy(&s->md);
+	if (m < 0) {
+		grpc_call_details_destroy(&s->details);
+	}
+	pthread_mutex_lock(&svc->lock);
+	int posted = slot_post(s) == 0;
+	pthread_mutex_unlock(&svc->lock);
+	if (!posted) {
+		if (m < 0)
+			grpc_call_details_init(&s->details);
+		slot_free(s);
+	}
+	dispatch(svc, m, call, payload);
+}
+
+static void *worker_main(void *arg)
+{
+	struct sb_svc *svc = arg;
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(svc->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		struct sb_rpc_tag *t = ev.tag;
+		t->fn(t, ev.success);
+	}
+	return NULL;
+}
+
+static void on_shutdown(struct sb_rpc_tag *tag, int ok)
+{
+	(void)tag;
+	(void)ok;
+	__atomic_store_n(&shutdown_done, 1, __ATOMIC_RELEASE);
+}
+
+static grpc_channel_args *server_args(const struct sb_settings *cfg, grpc_arg *a)
+{
+	static grpc_channel_args args;
+	int n = 0;
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = (int)cfg->max_message_bytes}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)cfg->max_message_bytes}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = (int)cfg->keepalive_ms}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 10000}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 5000}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 0}};
+	args.num_args = (size_t)n;
+	args.args = a;
+	return &args;
+}
+
+int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr)
+{
+	grpc_arg a[8];
+	memset(svc, 0, sizeof *svc);
+	svc->cfg = cfg;
+	svc->mgr = mgr;
+	pthread_mutex_init(&svc->lock, NULL);
+	pthread_cond_init(&svc->cond, NULL);
+	svc->server = grpc_server_create(server_args(cfg, a), NULL);
+	svc->cq = grpc_completion_queue_create_for_next(NULL);
+	for (int m = 0; m < SB_M_COUNT; m++)
+		svc->methods[m] = grpc_server_register_method(svc->server, method_table[m].path, NULL,
+							      method_table[m].payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+										      : GRPC_SRM_PAYLOAD_NONE, 0);
+	grpc_server_register_completion_queue(svc->server, svc->cq, NULL);
+	grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+	svc->port = grpc_server_add_http2_port(svc->server, cfg->listen, creds);
+	grpc_server_credentials_release(creds);
+	if (svc->port == 0) {
+		SB_ERROR("listen_failed", "listen=%s", cfg->listen);
+		grpc_server_destroy(svc->server);
+		grpc_completion_queue_shutdown(svc->cq);
+		grpc_completion_queue_destroy(svc->cq);
+		return SB_EBADCONFIG;
+	}
+	grpc_server_start(svc->server);
+	pthread_mutex_lock(&svc->lock);
+	for (int m = -1; m < SB_M_COUNT; m++) {
+		for (int k = 0; k < (m < 0 ? 1 : SLOTS_PER_METHOD); k++) {
+			struct slot *s = calloc(1, sizeof *s);
+			s->tag.fn = slot_done;
+			s->svc = svc;
+			s->m = m;
+			if (slot_post(s) != 0)
+				slot_free(s);
+		}
+	}
+	pthread_mutex_unlock(&svc->lock);
+	svc->nworkers = (int)cfg->workers;
+	for (int i = 0; i < svc->nworkers; i++)
+		pthread_create(&svc->workers[i], NULL, worker_main, svc);
+	return 0;
+}
+
+int sb_svc__call_begin(struct sb_svc *svc)
+{
+	int rc = 0;
+	pthread_mutex_lock(&svc->lock);
+	if (svc->draining)
+		rc = SB_ECLOSED;
+	else if (svc->calls >= svc->cfg->max_streams)
+		rc = SB_EBUSY;
+	else
+		svc->calls++;
+	pthread_mutex_unlock(&svc->lock);
+	return rc;
+}
+
+void sb_svc__call_end(struct sb_svc *svc)
+{
+	pthread_mutex_lock(&svc->lock);
+	svc->calls--;
+	pthread_cond_broadcast(&svc->cond);
+	pthread_mutex_unlock(&svc->lock);
+}
+
+/* ---- rejecting a call: reply and wait for the close ---- */
+
+struct reject {
+	struct sb_rpc_tag sent, closed;
+	grpc_call *call;
+	int refs, cancelled;
+};
+
+static void reject_unref(struct reject *r)
+{
+	if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		grpc_call_unref(r->call);
+		free(r);
+	}
+}
+
+static void reject_sent(struct sb_rpc_tag *t, int ok)
+{
+	(void)ok;
+	reject_unref((struct reject *)((char *)t - offsetof(struct reject, sent)));
+}
+
+static void reject_closed(struct sb_rpc_tag *t, int ok)
+{
+	(void)ok;
+	reject_unref((struct reject *)((char *)t - offsetof(struct reject, closed)));
+}
+
+void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, const char *msg)
+{
+	struct reject *r = calloc(1, sizeof *r);
+	(void)svc;
+	if (!r) {
+		grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+		grpc_call_unref(call);
+		return;
+	}
+	r->sent.fn = reject_sent;
+	r->closed.fn = reject_closed;
+	r->call = call;
+	r->refs = 2;
+	if (sb_rpc_reply(call, &r->sent, NULL, code, msg) != 0)
+		r->refs--;
+	if (sb_rpc_recv_close(call, &r->closed, &r->cancelled) != 0)
+		r->refs--;
+	if (r->refs == 0) {
+		grpc_call_unref(call);
+		free(r);
+	}
+}
+
+void sb_svc__error_text(int err, const char *what, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s%s%s", what ? what : "", what ? ": " : "", sb_strerror(err));
+}
+
+/* ---- drain and stop ---- */
+
+static int wait_calls(struct sb_svc *svc, int64_t upto, int64_t deadline_ms)
+{
+	struct timespec ts;
+	pthread_mutex_lock(&svc->lock);
+	while (svc->calls > upto) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		if (now >= deadline_ms)
+			break;
+		ts.tv_nsec += 20 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&svc->cond, &svc->lock, &ts);
+	}
+	int64_t left = svc->calls;
+	pthread_mutex_unlock(&svc->lock);
+	return (int)left;
+}
+
+void sb_svc_drain(struct sb_svc *svc)
+{
+	struct timespec ts;
+	pthread_mutex_lock(&svc->lock);
+	svc->draining = 1;
+	pthread_mutex_unlock(&svc->lock);
+	SB_INFO("drain_started", "calls=%lld", (long long)svc->calls);
+	sb_svc__health_changed(svc);
+	shutdown_tag.fn = on_shutdown;
+	grpc_server_shutdown_and_notify(svc->server, svc->cq, &shutdown_tag);
+	sb_svc__consume_drain(svc);
+	sb_svc__produce_drain(svc);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + svc->cfg->shutdown_grace_ms;
+	int left = wait_calls(svc, 0, deadline);
+	if (left > 0)
+		SB_WARN("drain_grace_expired", "calls_left=%d", left);
+}
+
+void sb_svc_stop(struct sb_svc *svc)
+{
+	if (!svc->draining)
+		sb_svc_drain(svc);
+	grpc_server_cancel_all_calls(svc->server);
+	while (!__atomic_load_n(&shutdown_done, __ATOMIC_ACQUIRE)) {
+		struct timespec d = {0, 5 * 1000000};
+		nanosleep(&d, NULL);
+	}
+	wait_calls(svc, 0, INT64_MAX);
+	grpc_completion_queue_shutdown(svc->cq);
+	for (int i = 0; i < svc->nworkers; i++)
+		pthread_join(svc->workers[i], NULL);
+	grpc_server_destroy(svc->server);
+	grpc_completion_queue_destroy(svc->cq);
+	pthread_mutex_destroy(&svc->lock);
+	pthread_cond_destroy(&svc->cond);
+	SB_INFO("server_stopped", "port=%d", svc->port);
+}
