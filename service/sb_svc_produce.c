@@ -6,11 +6,15 @@
  * stream stops reading (HTTP/2 flow control pushes back on the client). */
 #include "sb_svc.h"
 
+#include <grpc/byte_buffer_reader.h>
+
 #include "sb_batch.h"
 #include "sb_crc32c.h"
 #include "sb_logmgr.h"
 #include "sb_logging.h"
+#include "sb_limits.h"
 #include "sb_svc_status.h"
+#include "sb_svc_wire.h"
 #include "sb_time.h"
 #include "streambus/v1/streambus.pb-c.h"
 
@@ -172,54 +176,21 @@ static void answer_now(struct sb_produce *p, struct pend *q, grpc_status_code co
 	(void)p;
 }
 
-static int32_t pick_partition(struct sb_svc *svc, const Streambus__V1__ProduceRequest *r, int32_t n)
+static int32_t pick_partition(struct sb_svc *svc, const struct sb_wire_produce *r, int32_t n)
 {
 	if (r->partition >= 0)
 		return r->partition;
-	if (r->records[0]->key.len > 0)
-		return (int32_t)(sb_crc32c(r->records[0]->key.data, r->records[0]->key.len) % (uint32_t)n);
+	if (r->first_key_len > 0)
+		return (int32_t)(sb_crc32c(r->first_key, r->first_key_len) % (uint32_t)n);
 	return (int32_t)(__atomic_fetch_add(&svc->rr, 1, __ATOMIC_RELAXED) % (uint32_t)n);
 }
 
-/* Encodes the records into the stream's builder. 0 or an error message. */
-static const char *build_batch(struct sb_produce *p, const Streambus__V1__ProduceRequest *r, int *err)
-{
-	struct sb_header_in hdrs[64];
-	int64_t now = sb_wall_ms();
-	sb_batch_builder_reset(&p->builder);
-	for (size_t i = 0; i < r->n_records; i++) {
-		const Streambus__V1__Record *rec = r->records[i];
-		struct sb_record_in in = {0};
-		if (rec->n_headers > sizeof hdrs / sizeof *hdrs) {
-			*err = SB_ETOOBIG;
-			return "too many headers on one record (at most 64)";
-		}
-		for (size_t h = 0; h < rec->n_headers; h++) {
-			hdrs[h].key = rec->headers[h]->key;
-			hdrs[h].key_len = (uint32_t)strlen(rec->headers[h]->key);
-			hdrs[h].value = rec->headers[h]->value.data;
-			hdrs[h].value_len = (uint32_t)rec->headers[h]->value.len;
-		}
-		in.key = rec->key.len ? rec->key.data : NULL;
-		in.key_len = (uint32_t)rec->key.len;
-		in.value = rec->value.data ? rec->value.data : (const void *)"";
-		in.value_len = (uint32_t)rec->value.len;
-		in.headers = hdrs;
-		in.header_count = (uint32_t)rec->n_headers;
-		in.timestamp_ms = rec->timestamp_ms ? rec->timestamp_ms : now;
-		*err = sb_batch_builder_add(&p->builder, &in);
-		if (*err)
-			return *err == SB_ETOOBIG ? "request too large for one batch" : "out of memory";
-	}
-	return NULL;
-}
-
 /* Validates, resolves and appends one request (lock NOT held). */
-static void process(struct sb_produce *p, struct pend *q, const Streambus__V1__ProduceRequest *r)
+static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_produce *r)
 {
 	struct sb_svc *svc = p->svc;
 	struct sb_log *log;
-	char msg[512];
+	char msg[512], topic[SB_TOPIC_NAME_MAX + 2];
 	const void *batch;
 	size_t len;
 	int err = 0;
@@ -227,25 +198,31 @@ static void process(struct sb_produce *p, struct pend *q, const Streambus__V1__P
 	q->request_id = r->request_id;
 	q->partition = r->partition;
 	q->silent = r->acks == STREAMBUS__V1__ACKS__ACKS_NONE;
-	if (r->n_records == 0 || r->partition < -1 || (uint64_t)r->n_records > (uint64_t)svc->cfg->max_records_per_request) {
+	if (r->n_records == 0 || r->partition < -1 || r->acks < 0 || r->acks > 2 ||
+	    (uint64_t)r->n_records > (uint64_t)svc->cfg->max_records_per_request) {
 		snprintf(msg, sizeof msg, r->n_records == 0 ? "a produce request needs at least one record"
 				      : r->partition < -1 ? "partition must be >= 0, or -1 for any"
+				      : r->acks < 0 || r->acks > 2 ? "unknown acks value"
 				      : "too many records in one request (at most %" PRId64 ")",
 			 svc->cfg->max_records_per_request);
 		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT, msg);
 		return;
 	}
-	err = sb_logmgr_acquire(svc->mgr, r->topic, &q->topic);
+	size_t tl = r->topic_len < sizeof topic - 1 ? r->topic_len : sizeof topic - 1;
+	memcpy(topic, r->topic, tl);
+	topic[tl] = 0;
+	err = r->topic_len >= sizeof topic - 1 || memchr(r->topic, 0, r->topic_len) ? SB_EBADNAME
+		 : sb_logmgr_acquire(svc->mgr, topic, &q->topic);
 	if (err) {
-		snprintf(msg, sizeof msg, err == SB_EBADNAME ? "invalid topic name \"%.300s\"" : "unknown topic \"%.300s\"",
-			 r->topic);
+		snprintf(msg, sizeof msg, err == SB_EBADNAME ? "invalid topic name \"%.300s\": use 1-249 characters of [A-Za-z0-9._-]"
+							     : "unknown topic \"%.300s\"", topic);
 		answer_now(p, q, sb_svc_status(err), msg);
 		return;
 	}
 	int32_t np = sb_topic_partitions(q->topic);
 	q->partition = pick_partition(svc, r, np);
 	if (sb_topic_log(q->topic, q->partition, &log)) {
-		snprintf(msg, sizeof msg, "topic \"%.300s\" has no partition %d (it has %d)", r->topic, q->partition, np);
+		snprintf(msg, sizeof msg, "topic \"%.300s\" has no partition %d (it has %d)", topic, q->partition, np);
 		answer_now(p, q, GRPC_STATUS_NOT_FOUND, msg);
 		goto release;
 	}
@@ -255,11 +232,14 @@ static void process(struct sb_produce *p, struct pend *q, const Streambus__V1__P
 		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, msg);
 		goto release;
 	}
-	const char *why = build_batch(p, r, &err);
-	if (!why && sb_batch_builder_finish(&p->builder, &batch, &len) != 0)
-		why = "empty batch";
-	if (why) {
-		answer_now(p, q, sb_svc_status(err), why);
+	sb_batch_builder_reset(&p->builder);
+	err = sb_wire_produce_records(r, &p->builder, sb_wall_ms(), 64);
+	if (!err)
+		err = sb_batch_builder_finish(&p->builder, &batch, &len);
+	if (err) {
+		answer_now(p, q, sb_svc_status(err),
+			   err == SB_ETOOBIG ? "request too large for one batch, or more than 64 headers on a record"
+			   : err == SB_EINVAL ? "malformed record" : "out of memory");
 		goto release;
 	}
 	__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED); /* the ack's */
@@ -277,6 +257,17 @@ release:
 	q->topic = NULL;
 }
 
+/* The received message as one contiguous slice. */
+static grpc_slice flatten(grpc_byte_buffer *bb)
+{
+	grpc_byte_buffer_reader r;
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return grpc_empty_slice();
+	grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	return all;
+}
+
 static void on_recv(struct sb_rpc_tag *t, int ok)
 {
 	struct sb_produce *p = (struct sb_produce *)((char *)t - offsetof(struct sb_produce, recv_tag));
@@ -291,9 +282,10 @@ static void on_recv(struct sb_rpc_tag *t, int ok)
 		produce_unref(p);
 		return;
 	}
-	Streambus__V1__ProduceRequest *r = (Streambus__V1__ProduceRequest *)sb_rpc_unpack(
-		&streambus__v1__produce_request__descriptor, in, (size_t)p->svc->cfg->max_message_bytes);
+	struct sb_wire_produce req;
+	grpc_slice bytes = flatten(in);
 	grpc_byte_buffer_destroy(in);
+	int bad = sb_wire_produce_parse(GRPC_SLICE_START_PTR(bytes), GRPC_SLICE_LENGTH(bytes), &req) != 0;
 	struct pend *q = calloc(1, sizeof *q);
 	if (!q)
 		abort(); /* a few bytes: treat as fatal like every other OOM on this path */
@@ -308,14 +300,13 @@ static void on_recv(struct sb_rpc_tag *t, int ok)
 	p->inflight++;
 	int draining = p->draining;
 	pthread_mutex_unlock(&p->lock);
-	if (!r)
+	if (bad)
 		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT, "malformed ProduceRequest");
 	else if (draining)
 		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, "server is shutting down: not appended; reconnect");
 	else
-		process(p, q, r);
-	if (r)
-		protobuf_c_message_free_unpacked(&r->base, NULL);
+		process(p, q, &req);
+	grpc_slice_unref(bytes);
 	pthread_mutex_lock(&p->lock);
 	p->recv_armed = 0;
 	if (p->inflight >= p->svc->cfg->max_inflight_per_stream)
