@@ -46,7 +46,8 @@ struct sb_svc {
 	int port;
 	pthread_mutex_t lock;    /* guards the fields below and request posting */
 	pthread_cond_t cond;
-	int draining;            /* no new calls; readiness NOT_SERVING */
+	int draining;            /* new calls refused (UNAVAILABLE); readiness NOT_SERVING */
+	int shutting_down;       /* the gRPC server is being shut down: post no requests */
 	int64_t calls;           /* live call states */
 	int64_t subscribers;     /* live Consume streams */
 	struct sb_watch *watchers; /* Health.Watch streams */
@@ -85,6 +86,9 @@ void sb_svc__reflection(struct sb_svc *svc, enum sb_method m, grpc_call *call);
 /* Ends every subscription / watch (drain). */
 void sb_svc__consume_drain(struct sb_svc *svc);
 void sb_svc__produce_drain(struct sb_svc *svc);
+/* Ends the subscriptions of a topic that was just deleted (NOT_FOUND). */
+struct sb_topic;
+void sb_svc__consume_topic_deleted(struct sb_svc *svc, const struct sb_topic *t);
 void sb_svc__health_changed(struct sb_svc *svc);
 
 /* Rejects a call at once with code/msg and frees it (no other state). */

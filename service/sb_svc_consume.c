@@ -397,7 +397,8 @@ void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payl
 	consume_unref(c);
 }
 
-void sb_svc__consume_drain(struct sb_svc *svc)
+/* Ends every subscription (of topic t, or all if t is NULL) with code/msg. */
+static void end_streams(struct sb_svc *svc, const struct sb_topic *t, grpc_status_code code, const char *msg)
 {
 	struct sb_consume **all = NULL;
 	size_t n = 0;
@@ -407,6 +408,8 @@ void sb_svc__consume_drain(struct sb_svc *svc)
 	all = calloc(n ? n : 1, sizeof *all);
 	n = 0;
 	for (struct sb_consume *c = svc->consumers; c && all; c = c->next_c) {
+		if (t && c->topic != t)
+			continue;
 		ref(c);
 		all[n++] = c;
 	}
@@ -418,10 +421,20 @@ void sb_svc__consume_drain(struct sb_svc *svc)
 		pthread_mutex_unlock(&c->lock);
 		unpark(c);
 		pthread_mutex_lock(&c->lock);
-		finish(c, GRPC_STATUS_UNAVAILABLE,
-		       "server is shutting down: resume from the streambus-next-offset trailing metadata");
+		finish(c, code, msg);
 		pthread_mutex_unlock(&c->lock);
 		consume_unref(c);
 	}
 	free(all);
+}
+
+void sb_svc__consume_drain(struct sb_svc *svc)
+{
+	end_streams(svc, NULL, GRPC_STATUS_UNAVAILABLE,
+		    "server is shutting down: resume from the streambus-next-offset trailing metadata");
+}
+
+void sb_svc__consume_topic_deleted(struct sb_svc *svc, const struct sb_topic *t)
+{
+	end_streams(svc, t, GRPC_STATUS_NOT_FOUND, "the topic was deleted");
 }

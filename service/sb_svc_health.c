@@ -133,8 +133,11 @@ void sb_svc__health_watch(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer 
 	if (!w) {
 		if (!rc)
 			sb_svc__call_end(svc);
-		sb_svc__reject(svc, call, q ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_INVALID_ARGUMENT,
-			       q ? "server is shutting down" : "malformed HealthCheckRequest");
+		sb_svc__reject(svc, call,
+			       !q ? GRPC_STATUS_INVALID_ARGUMENT
+			       : rc == SB_ECLOSED ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
+			       !q ? "malformed HealthCheckRequest"
+			       : rc == SB_ECLOSED ? "server is shutting down" : "too many concurrent calls (max-streams)");
 		if (q)
 			protobuf_c_message_free_unpacked(&q->base, NULL);
 		return;

@@ -302,8 +302,11 @@ static void on_recv(struct sb_rpc_tag *t, int ok)
 	pthread_mutex_unlock(&p->lock);
 	if (bad)
 		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT, "malformed ProduceRequest");
-	else if (draining)
+	else if (draining) {
+		q->request_id = req.request_id;
+		q->partition = req.partition;
 		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, "server is shutting down: not appended; reconnect");
+	}
 	else
 		process(p, q, &req);
 	grpc_slice_unref(bytes);

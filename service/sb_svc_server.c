@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#define SLOTS_PER_METHOD 4
+#define SLOTS_PER_METHOD 16 /* new calls find a waiting request, even in bursts */
 
 static const struct {
 	const char *path;
@@ -49,12 +49,13 @@ static int shutdown_done;
 
 static void slot_done(struct sb_rpc_tag *tag, int ok);
 
-/* Lock held. Posts the slot unless the server is shutting down. */
+/* Lock held. Posts the slot unless the server is shutting down. On failure
+ * the slot's metadata is left destroyed (the caller frees the slot). */
 static int slot_post(struct slot *s)
 {
 	grpc_call_error e;
 	struct sb_svc *svc = s->svc;
-	if (svc->draining)
+	if (svc->shutting_down)
 		return -1;
 	s->call = NULL;
 	s->payload = NULL;
@@ -67,9 +68,15 @@ static int slot_post(struct slot *s)
 							&s->md, method_table[s->m].payload ? &s->payload : NULL,
 							svc->cq, svc->cq, &s->tag);
 	}
-	return e == GRPC_CALL_OK ? 0 : -1;
+	if (e == GRPC_CALL_OK)
+		return 0;
+	grpc_metadata_array_destroy(&s->md);
+	if (s->m < 0)
+		grpc_call_details_destroy(&s->details);
+	return -1;
 }
 
+/* Frees a slot whose request completed without a call (shutdown). */
 static void slot_free(struct slot *s)
 {
 	grpc_metadata_array_destroy(&s->md);
@@ -107,17 +114,13 @@ static void slot_done(struct sb_rpc_tag *tag, int ok)
 	grpc_byte_buffer *payload = s->payload;
 	int m = s->m;
 	grpc_metadata_array_destroy(&s->md);
-	if (m < 0) {
+	if (m < 0)
 		grpc_call_details_destroy(&s->details);
-	}
 	pthread_mutex_lock(&svc->lock);
 	int posted = slot_post(s) == 0;
 	pthread_mutex_unlock(&svc->lock);
-	if (!posted) {
-		if (m < 0)
-			grpc_call_details_init(&s->details);
-		slot_free(s);
-	}
+	if (!posted)
+		free(s); /* its arrays are already destroyed */
 	dispatch(svc, m, call, payload);
 }
 
@@ -193,7 +196,7 @@ int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_lo
 			s->svc = svc;
 			s->m = m;
 			if (slot_post(s) != 0)
-				slot_free(s);
+				free(s);
 		}
 	}
 	pthread_mutex_unlock(&svc->lock);
@@ -265,15 +268,13 @@ void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, 
 	r->sent.fn = reject_sent;
 	r->closed.fn = reject_closed;
 	r->call = call;
-	r->refs = 2;
+	r->refs = 3; /* sent, closed, and this function: a tag may fire on
+		      * another worker before this function returns */
 	if (sb_rpc_reply(call, &r->sent, NULL, code, msg) != 0)
-		r->refs--;
+		reject_unref(r);
 	if (sb_rpc_recv_close(call, &r->closed, &r->cancelled) != 0)
-		r->refs--;
-	if (r->refs == 0) {
-		grpc_call_unref(call);
-		free(r);
-	}
+		reject_unref(r);
+	reject_unref(r);
 }
 
 void sb_svc__error_text(int err, const char *what, char *buf, size_t cap)
@@ -311,9 +312,9 @@ void sb_svc_drain(struct sb_svc *svc)
 	svc->draining = 1;
 	pthread_mutex_unlock(&svc->lock);
 	SB_INFO("drain_started", "calls=%lld", (long long)svc->calls);
+	/* The server keeps accepting calls while it drains, so that new ones are
+	 * answered (UNAVAILABLE; health: NOT_SERVING) instead of being cut off. */
 	sb_svc__health_changed(svc);
-	shutdown_tag.fn = on_shutdown;
-	grpc_server_shutdown_and_notify(svc->server, svc->cq, &shutdown_tag);
 	sb_svc__consume_drain(svc);
 	sb_svc__produce_drain(svc);
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -321,18 +322,34 @@ void sb_svc_drain(struct sb_svc *svc)
 	int left = wait_calls(svc, 0, deadline);
 	if (left > 0)
 		SB_WARN("drain_grace_expired", "calls_left=%d", left);
+	/* Requests stay posted: a call that reaches the server until the very
+	 * end is matched and answered UNAVAILABLE (an unmatched one would be
+	 * cancelled by the core); posts after this fail their tags at once. */
+	shutdown_tag.fn = on_shutdown;
+	grpc_server_shutdown_and_notify(svc->server, svc->cq, &shutdown_tag);
 }
 
 void sb_svc_stop(struct sb_svc *svc)
 {
 	if (!svc->draining)
 		sb_svc_drain(svc);
+	/* Calls matched before the shutdown are still answered (UNAVAILABLE);
+	 * cancel only what is left after a short wait. */
+	for (int i = 0; i < 400 && !__atomic_load_n(&shutdown_done, __ATOMIC_ACQUIRE); i++) {
+		struct timespec d = {0, 5 * 1000000};
+		nanosleep(&d, NULL);
+	}
+	if (!__atomic_load_n(&shutdown_done, __ATOMIC_ACQUIRE))
+		SB_WARN("cancelling_calls", "calls=%lld", (long long)svc->calls);
 	grpc_server_cancel_all_calls(svc->server);
 	while (!__atomic_load_n(&shutdown_done, __ATOMIC_ACQUIRE)) {
 		struct timespec d = {0, 5 * 1000000};
 		nanosleep(&d, NULL);
 	}
 	wait_calls(svc, 0, INT64_MAX);
+	pthread_mutex_lock(&svc->lock);
+	svc->shutting_down = 1; /* never post to a queue being shut down */
+	pthread_mutex_unlock(&svc->lock);
 	grpc_completion_queue_shutdown(svc->cq);
 	for (int i = 0; i < svc->nworkers; i++)
 		pthread_join(svc->workers[i], NULL);

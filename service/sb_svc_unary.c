@@ -192,8 +192,16 @@ static void do_create(struct sb_svc *svc, const Streambus__V1__CreateTopicReques
 
 static void do_delete(struct sb_svc *svc, const Streambus__V1__DeleteTopicRequest *q, struct reply *r)
 {
+	struct sb_topic *t = NULL;
+	int held = sb_logmgr_acquire(svc->mgr, q->name, &t) == 0;
 	int rc = sb_logmgr_delete_topic(svc->mgr, q->name);
-	if (rc == SB_ENOTOPIC)
+	if (held && rc == 0)
+		sb_svc__consume_topic_deleted(svc, t); /* its subscribers learn at once */
+	if (held)
+		sb_topic_release(t);
+	if (rc == SB_EBADNAME)
+		fail(r, rc, "invalid topic name \"%.300s\"", q->name);
+	else if (rc == SB_ENOTOPIC)
 		fail(r, rc, "unknown topic \"%.300s\"", q->name);
 	else if (rc)
 		fail(r, rc, "delete failed: %s", sb_strerror(rc));
@@ -277,7 +285,7 @@ static void do_describe(struct sb_svc *svc, const Streambus__V1__DescribeTopicRe
 	struct sb_topic *t = NULL;
 	int rc = sb_logmgr_acquire(svc->mgr, q->name, &t);
 	if (rc) {
-		fail(r, rc == SB_EBADNAME ? SB_ENOTOPIC : rc, "unknown topic \"%.300s\"", q->name);
+		fail(r, rc, rc == SB_EBADNAME ? "invalid topic name \"%.300s\"" : "unknown topic \"%.300s\"", q->name);
 		return;
 	}
 	const struct sb_topic_config *cfg = sb_topic_config(t);
@@ -408,8 +416,9 @@ void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_b
 	if (rc) {
 		if (payload)
 			grpc_byte_buffer_destroy(payload);
-		sb_svc__reject(svc, call, GRPC_STATUS_UNAVAILABLE,
-			       rc == SB_ECLOSED ? "server is shutting down" : "too many concurrent calls");
+		sb_svc__reject(svc, call, rc == SB_ECLOSED ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
+			       rc == SB_ECLOSED ? "server is shutting down: retry on another node or later"
+					        : "too many concurrent calls (max-streams): retry later");
 		return;
 	}
 	if (m == SB_M_HEALTH_CHECK) {

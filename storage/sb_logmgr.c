@@ -473,7 +473,7 @@ int sb_logmgr_delete_topic(struct sb_logmgr *mgr, const char *name)
 	int found, rc = 0;
 
 	if (!sb_topic_name_valid(name))
-		return SB_ENOTOPIC;
+		return SB_EBADNAME;
 	pthread_mutex_lock(&mgr->admin_lock);
 	pthread_rwlock_wrlock(&mgr->lock);
 	uint32_t at = topic_find(mgr, name, &found);

@@ -76,7 +76,7 @@ struct sb_ioloop *sb_logmgr_loop(struct sb_logmgr *mgr);
  * Returns 0, SB_EBADNAME, SB_EEXISTS, SB_EBADCONFIG, SB_ETOOBIG (too many
  * topics), -errno. */
 int sb_logmgr_create_topic(struct sb_logmgr *mgr, const char *name, const struct sb_topic_config *cfg) SB_MUST_CHECK;
-/* Deletes a topic. 0, SB_ENOTOPIC, -errno. */
+/* Deletes a topic. 0, SB_EBADNAME, SB_ENOTOPIC, -errno. */
 int sb_logmgr_delete_topic(struct sb_logmgr *mgr, const char *name) SB_MUST_CHECK;
 
 /* Calls cb for each topic in name order with its configuration (under the
