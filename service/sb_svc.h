@@ -86,6 +86,7 @@ void sb_svc__reflection(struct sb_svc *svc, enum sb_method m, grpc_call *call);
 /* Ends every subscription / watch (drain). */
 void sb_svc__consume_drain(struct sb_svc *svc);
 void sb_svc__produce_drain(struct sb_svc *svc);
+void sb_svc__reflection_drain(struct sb_svc *svc);
 /* Ends the subscriptions of a topic that was just deleted (NOT_FOUND). */
 struct sb_topic;
 void sb_svc__consume_topic_deleted(struct sb_svc *svc, const struct sb_topic *t);

@@ -44,6 +44,7 @@ struct sb_produce {
 	int refs;
 	grpc_byte_buffer *in, *out;
 	int recv_armed, recv_paused, half_closed, cancelled, status_started, send_inflight;
+	int close_cancelled; /* written by RECV_CLOSE_ON_SERVER */
 	int initial_md_sent, draining;
 	struct pend *head, *tail;
 	int inflight;
@@ -355,8 +356,6 @@ static void on_status(struct sb_rpc_tag *t, int ok)
 	produce_unref((struct sb_produce *)((char *)t - offsetof(struct sb_produce, status_tag)));
 }
 
-static int close_cancelled;
-
 static void on_close(struct sb_rpc_tag *t, int ok)
 {
 	struct sb_produce *p = (struct sb_produce *)((char *)t - offsetof(struct sb_produce, close_tag));
@@ -398,7 +397,7 @@ void sb_svc__produce(struct sb_svc *svc, grpc_call *call)
 		svc->producers->prev = p;
 	svc->producers = p;
 	pthread_mutex_unlock(&svc->lock);
-	if (sb_rpc_recv_close(call, &p->close_tag, &close_cancelled) != 0)
+	if (sb_rpc_recv_close(call, &p->close_tag, &p->close_cancelled) != 0)
 		p->refs--;
 	pthread_mutex_lock(&p->lock);
 	arm_recv(p);

@@ -49,7 +49,6 @@ extern const size_t sb_descriptor_set_len;
  * answers are sent. Belongs in sb_svc.h beside sb_svc__produce_drain, called
  * from sb_svc_drain(); without it an idle reflection stream holds the drain
  * until the grace period ends and the call is cancelled. Any thread. */
-void sb_svc__reflection_drain(struct sb_svc *svc);
 
 typedef Grpc__Reflection__V1__ServerReflectionRequest refl_request;
 typedef Grpc__Reflection__V1__ServerReflectionResponse refl_response;

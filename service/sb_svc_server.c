@@ -317,6 +317,7 @@ void sb_svc_drain(struct sb_svc *svc)
 	sb_svc__health_changed(svc);
 	sb_svc__consume_drain(svc);
 	sb_svc__produce_drain(svc);
+	sb_svc__reflection_drain(svc);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	int64_t deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + svc->cfg->shutdown_grace_ms;
 	int left = wait_calls(svc, 0, deadline);
