@@ -13,11 +13,13 @@
  *     thread) hands it back to the producer (the main thread), which issues
  *     its next append at once; SB_EBUSY makes the producer wait for an ack.
  *     Each batch is built once, before timing, and the same bytes are
- *     appended again and again (the log stamps offsets). A run writes a fresh
- *     log until its byte goal or its time cap; it is timed from the first
- *     append to the last ack. MB/s counts encoded batch bytes (what reaches
- *     the file) in 10^6 B/s; "vs base" divides by the plain write()
- *     bandwidth (never) or the write + fdatasync bandwidth (always).
+ *     appended again and again (the log stamps offsets) with
+ *     sb_log_append_trusted, as the produce path appends batches it built.
+ *     A run writes a fresh log until its byte goal or its time cap; it is
+ *     timed from the first append to the last ack. MB/s counts encoded batch
+ *     bytes (what reaches the file) in 10^6 B/s; "vs base" divides by the
+ *     plain write() bandwidth (never) or the write + fdatasync bandwidth
+ *     (always).
  *  3. Ack latency with fsync always, one appender, one 100 B record per
  *     append: from the sb_log_append call to its callback, next to the raw
  *     fdatasync latency of (1). It runs right after (1), before (2): heavy
@@ -586,7 +588,8 @@ static int issue_round(struct driver *d, struct sb_log *log, const struct payloa
 		if (*total >= g->appends || t >= g->deadline_ns)
 			continue;
 		d->app[ids[i]].issued_ns = t;
-		rc = sb_log_append(log, p->data, p->len, 0, on_ack, &d->app[ids[i]]);
+		/* Built in-process by sb_batch_builder, as on the produce path. */
+		rc = sb_log_append_trusted(log, p->data, p->len, 0, on_ack, &d->app[ids[i]]);
 		if (rc)
 			break;
 		(*issued)++;

@@ -22,6 +22,7 @@ struct field {
 static int next_field(const uint8_t **pp, const uint8_t *end, struct field *f)
 {
 	uint64_t key;
+	memset(f, 0, sizeof *f);
 	if (*pp == end)
 		return 0;
 	if (sb_uvarint_get(pp, end, &key) || (key >> 3) == 0 || (key >> 3) > UINT32_MAX)

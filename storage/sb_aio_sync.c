@@ -92,6 +92,21 @@ static void run_req(struct sb_vfs *vfs, struct sb_aio_req *r)
 		r->res = vfs->ops->datasync(vfs, r->fd);
 }
 
+/* With mu held: is a write on fd running, or queued (a worker was woken for
+ * it)? That worker takes the next queued request when done, so another write
+ * to the same file needs no second worker: the two would only queue on the
+ * file's lock in the kernel, with a sleep and a wake-up each. */
+static int write_pending(const struct sync_engine *e, int fd)
+{
+	for (unsigned i = 0; i < e->nthreads; i++)
+		if (e->slots[i].busy && e->slots[i].op == SB_AIO_WRITE && e->slots[i].fd == fd)
+			return 1;
+	for (const struct sb_aio_req *r = e->queue.head; r; r = r->next)
+		if (r->op == SB_AIO_WRITE && r->fd == fd)
+			return 1;
+	return 0;
+}
+
 static int sync_submit(struct sb_aio *aio, struct sb_aio_req *req)
 {
 	struct sync_engine *e = aio->impl;
@@ -103,9 +118,10 @@ static int sync_submit(struct sb_aio *aio, struct sb_aio_req *req)
 	if (e->inflight >= SB_AIO_DEPTH) {
 		rc = -EAGAIN;
 	} else {
+		int pending = req->op == SB_AIO_WRITE && e->nthreads && write_pending(e, req->fd);
 		e->inflight++;
 		fifo_push(&e->queue, req);
-		if (e->nthreads)
+		if (e->nthreads && !pending)
 			pthread_cond_signal(&e->work_cv);
 	}
 	pthread_mutex_unlock(&e->mu);

@@ -306,6 +306,17 @@ static int uring_poll(struct sb_aio *aio, int timeout_ms)
 		r->next = NULL;
 		r->done(r); /* may resubmit r or free it */
 	}
+	/* What the callbacks submitted (and what completions released from a
+	 * hold) goes to the kernel now, not after whatever the owner does
+	 * between polls: a write or datasync waiting in the SQ is idle disk. */
+	if (n > 0) {
+		flush_ready(e);
+		if (io_uring_sq_ready(&e->ring)) {
+			int src = ring_submit(e);
+			if (src < 0 && src != -EAGAIN && src != -EBUSY && rc >= 0)
+				rc = src;
+		}
+	}
 	return n > 0 || rc >= 0 ? (int)n : rc;
 }
 
@@ -362,8 +373,14 @@ int sb_aio_uring_new(unsigned depth, struct sb_aio **out)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	/* SUBMIT_ALL (5.18+): one bad SQE does not hold back the rest. */
-	rc = io_uring_queue_init(depth, &e->ring, IORING_SETUP_SUBMIT_ALL);
+	/* SUBMIT_ALL (5.18+): one bad SQE does not hold back the rest.
+	 * COOP_TASKRUN + TASKRUN_FLAG (5.19+): a completion from an io-wq worker
+	 * does not interrupt the owner thread; it is processed at the owner's
+	 * next io_uring_enter (liburing enters when the flag says work waits). */
+	rc = io_uring_queue_init(depth, &e->ring, IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+							  IORING_SETUP_TASKRUN_FLAG);
+	if (rc == -EINVAL)
+		rc = io_uring_queue_init(depth, &e->ring, IORING_SETUP_SUBMIT_ALL);
 	if (rc == -EINVAL)
 		rc = io_uring_queue_init(depth, &e->ring, 0);
 	if (rc)

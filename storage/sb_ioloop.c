@@ -18,6 +18,7 @@ struct sb_ioloop {
 	struct sb_ioloop_task *running; /* task whose callback runs now */
 	int tick_ms;
 	int64_t next_tick_ms;
+	uint64_t iterations;       /* completed iterations (under lock) */
 	int stop;
 	int threaded;
 	pthread_t thread;
@@ -212,9 +213,36 @@ int sb_ioloop_run_once(struct sb_ioloop *loop, int timeout_ms)
 		pump_ready(loop);
 	}
 	pthread_mutex_lock(&loop->lock);
+	loop->iterations++;
 	pthread_cond_broadcast(&loop->cond);
 	pthread_mutex_unlock(&loop->lock);
 	return n;
+}
+
+static void wait_cond_5ms(struct sb_ioloop *loop)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += 5 * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&loop->cond, &loop->lock, &ts);
+}
+
+void sb_ioloop_barrier(struct sb_ioloop *loop)
+{
+	if (sb_ioloop_is_loop_thread(loop))
+		return;
+	pthread_mutex_lock(&loop->lock);
+	uint64_t target = loop->iterations + 1;
+	pthread_mutex_unlock(&loop->lock);
+	loop->aio->ops->wake(loop->aio); /* do not wait out a poll timeout */
+	pthread_mutex_lock(&loop->lock);
+	while (loop->iterations < target && loop->threaded)
+		wait_cond_5ms(loop);
+	pthread_mutex_unlock(&loop->lock);
 }
 
 void sb_ioloop_wait(struct sb_ioloop *loop, int (*done)(void *arg), void *arg)
@@ -226,15 +254,7 @@ void sb_ioloop_wait(struct sb_ioloop *loop, int (*done)(void *arg), void *arg)
 		return;
 	}
 	pthread_mutex_lock(&loop->lock);
-	while (!done(arg)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += 5 * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&loop->cond, &loop->lock, &ts);
-	}
+	while (!done(arg))
+		wait_cond_5ms(loop);
 	pthread_mutex_unlock(&loop->lock);
 }

@@ -59,6 +59,11 @@ void sb_ioloop_remove(struct sb_ioloop *loop, struct sb_ioloop_task *task);
  * kicks arrive before it runs). */
 void sb_ioloop_kick(struct sb_ioloop *loop, struct sb_ioloop_task *task);
 
+/* Any thread but the loop's: returns once the loop iteration running at the
+ * time of the call (if any) has ended, so that no callback that was running
+ * then is still running. Immediate on an unthreaded loop. */
+void sb_ioloop_barrier(struct sb_ioloop *loop);
+
 /* Blocks until done(arg) returns non-zero. On a threaded loop it waits on
  * the loop's condition variable (signalled after every iteration); without a
  * thread it runs iterations itself. Must not be called on the loop thread. */

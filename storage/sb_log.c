@@ -261,7 +261,7 @@ int sb_log_open(struct sb_vfs *vfs, struct sb_ioloop *loop, const char *dir, con
 	struct sb_segment *act = sb_log__active(log);
 	log->log_start = log->segs[0]->base_offset;
 	log->next_offset = log->stable_end = log->written_end = log->synced_end = act->next_offset;
-	log->stable_pos = act->size;
+	log->stable_pos = log->written_pos = log->plan_pos = act->size;
 	log->last_epoch = act->last_epoch;
 	for (uint32_t i = log->nsegs; i-- > 0 && log->last_epoch < 0;)
 		log->last_epoch = log->segs[i]->last_epoch;
@@ -286,7 +286,7 @@ static int drained(void *arg)
 {
 	struct sb_log *log = arg;
 	pthread_mutex_lock(&log->lock);
-	int done = !log->pend_head && !log->write_inflight && !log->sync_inflight;
+	int done = sb_log__drained(log);
 	pthread_mutex_unlock(&log->lock);
 	return done;
 }
@@ -301,6 +301,9 @@ void sb_log_close(struct sb_log *log)
 	sb_ioloop_kick(log->loop, &log->task);
 	sb_ioloop_wait(log->loop, drained, log);
 	sb_ioloop_remove(log->loop, &log->task);
+	/* A completion that drained the log may still be running its callbacks
+	 * (they read the staging chunks): let that loop iteration end. */
+	sb_ioloop_barrier(log->loop);
 	sb_log__fire_waiters(log); /* parked readers learn the log is going */
 	if (!log->failed) {
 		int rc = log->vfs->ops->datasync(log->vfs, sb_log__active(log)->fd);
@@ -347,7 +350,7 @@ int sb_log_wait(struct sb_log *log, int64_t offset, struct sb_log_waiter *w)
 		w->next = log->waiters;
 		if (log->waiters)
 			log->waiters->prev = w;
-		log->waiters = w;
+		__atomic_store_n(&log->waiters, w, __ATOMIC_RELAXED); /* see sb_log__fire_waiters */
 	}
 	pthread_mutex_unlock(&log->lock);
 	return rc;
@@ -362,7 +365,7 @@ int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w)
 		if (w->prev)
 			w->prev->next = w->next;
 		else
-			log->waiters = w->next;
+			__atomic_store_n(&log->waiters, w->next, __ATOMIC_RELAXED);
 		if (w->next)
 			w->next->prev = w->prev;
 		w->armed = 0;
@@ -375,9 +378,14 @@ int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w)
 
 void sb_log__fire_waiters(struct sb_log *log)
 {
+	/* Called after every acknowledgement: skip the lock when nobody waits. A
+	 * waiter armed before the acknowledged end moved is visible here (the
+	 * caller took the lock after it); one armed later waits for a later end. */
+	if (!__atomic_load_n(&log->waiters, __ATOMIC_RELAXED))
+		return;
 	pthread_mutex_lock(&log->lock);
 	struct sb_log_waiter *w = log->waiters;
-	log->waiters = NULL;
+	__atomic_store_n(&log->waiters, NULL, __ATOMIC_RELAXED);
 	for (struct sb_log_waiter *x = w; x; x = x->next)
 		x->armed = 0;
 	log->waiters_firing += w != NULL;
@@ -420,6 +428,73 @@ static uint64_t read_limit(struct sb_log *log, struct sb_segment *seg)
 	return seg->corrupt_pos != SB_SEGMENT_NO_CORRUPTION ? seg->corrupt_pos : seg->size;
 }
 
+/* Index of the last entry of e[0..n) with rel_offset <= rel (e[0] qualifies).
+ * Offsets grow about evenly with position, so the first probe is
+ * interpolated and a gallop outward from it bounds the binary search: one or
+ * two cache misses on a large index instead of one per halving (a random read
+ * is otherwise bound by their latency). Skewed indexes cost at most about two
+ * binary searches. */
+static uint32_t index_find(const struct sb_index_entry *e, uint32_t n, uint32_t rel)
+{
+	uint32_t last = e[n - 1].rel_offset, lo, hi, step = 1;
+	if (rel >= last)
+		return n - 1;
+	/* e[lo].rel <= rel < e[hi].rel throughout. */
+	uint32_t g = (uint32_t)((uint64_t)(rel - e[0].rel_offset) * (n - 1) / (last - e[0].rel_offset));
+	if (e[g].rel_offset <= rel) {
+		lo = g;
+		while (lo + step < n - 1 && e[lo + step].rel_offset <= rel) {
+			lo += step;
+			step *= 2;
+		}
+		hi = lo + step < n - 1 ? lo + step : n - 1;
+	} else {
+		hi = g;
+		while (hi > step && e[hi - step].rel_offset > rel) {
+			hi -= step;
+			step *= 2;
+		}
+		lo = hi > step ? hi - step : 0;
+	}
+	while (hi - lo > 1) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (e[mid].rel_offset <= rel)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Lock held: the position of the last indexed batch at or before rel (where
+ * a read starts), and in *next the position of the indexed batch after it
+ * (before which the batch holding rel ends), or limit. */
+static uint64_t index_span(const struct sb_index *idx, uint32_t rel, uint64_t limit, uint64_t *next)
+{
+	const struct sb_index_entry *e = idx->off;
+	uint32_t n = idx->n_off;
+	if (n == 0 || e[0].rel_offset > rel) {
+		*next = n ? e[0].pos : limit;
+		return 0;
+	}
+	uint32_t k = index_find(e, n, rel);
+	*next = k + 1 < n ? e[k + 1].pos : limit;
+	if (*next > limit)
+		*next = limit;
+	return e[k].pos;
+}
+
+/* How many bytes the first pread of a read should fetch: from start through
+ * the batch holding the offset (it ends before next), then max_bytes more
+ * if more than one batch could be returned. */
+static uint64_t first_read_bytes(uint64_t start, uint64_t next, size_t max_bytes)
+{
+	uint64_t want = next > start ? next - start : SB_BATCH_HEADER_BYTES;
+	if (max_bytes >= SB_BATCH_HEADER_BYTES)
+		want += max_bytes;
+	return want < SB_BATCH_BYTES_MAX ? want : SB_BATCH_BYTES_MAX;
+}
+
 int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out)
 {
 	memset(out, 0, sizeof *out);
@@ -438,15 +513,16 @@ int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_
 		}
 		uint32_t i = find_segment(log, offset);
 		struct sb_segment *seg = log->segs[i];
-		uint64_t limit = read_limit(log, seg);
-		uint64_t start = sb_index_lookup(&seg->idx, (uint32_t)(offset - seg->base_offset));
+		uint64_t limit = read_limit(log, seg), next;
+		uint64_t start = index_span(&seg->idx, (uint32_t)(offset - seg->base_offset), limit, &next);
 		int corrupt = seg->corrupt_pos != SB_SEGMENT_NO_CORRUPTION;
 		int64_t next_base = i + 1 < log->nsegs ? log->segs[i + 1]->base_offset : -1;
 		sb_segment_ref(seg);
 		pthread_mutex_unlock(&log->lock);
 
 		uint64_t off = 0, len = 0;
-		int rc = sb_segment_read(seg, offset, start, limit, max_bytes, &out->buf, &off, &len,
+		int rc = sb_segment_read(seg, offset, start, limit, max_bytes,
+					 first_read_bytes(start, next, max_bytes), &out->buf, &off, &len,
 					 &out->next_offset);
 		sb_segment_unref(seg);
 		if (rc == SB_ECORRUPT)

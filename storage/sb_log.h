@@ -2,11 +2,12 @@
  * record batches, with offsets assigned on append.
  *
  * Write path (runs on the I/O loop, see sb_ioloop.h): sb_log_append copies
- * the caller's batches into the log's current staging chunk and assigns
- * offsets; the loop writes whole chunks (everything that arrived while the
- * previous write was in flight: natural coalescing), splits them at segment
- * boundaries, rolls segments, and acknowledges per the fsync policy:
- *   - ALWAYS: after an fdatasync covering the batch; one fdatasync covers
+ * the caller's batches into the log's staging memory and assigns offsets; the
+ * loop writes everything staged since its previous write in one piece
+ * (natural coalescing), splits at segment boundaries (never inside one
+ * append), rolls segments, and acknowledges per the fsync policy:
+ *   - ALWAYS: after an fdatasync covering the batch; the fdatasync is
+ *     submitted right behind the write it covers, and one fdatasync covers
  *     every batch written while the previous one was in flight (group commit);
  *   - INTERVAL: after the write; an fdatasync runs every fsync_interval_ms;
  *   - NEVER: after the write (page cache); fdatasync at seal and close.
@@ -15,7 +16,8 @@
  * written after the failure is ever acknowledged (RELIABILITY.md rule 4).
  *
  * Read path (any thread): readers see exactly the acknowledged prefix
- * [log_start, stable_end): never a batch that could still fail.
+ * [log_start, stable_end): never a batch that could still fail, and never
+ * part of an append (the acknowledged end only moves to append boundaries).
  *
  * Thread-safety: every function may be called from any thread unless noted;
  * callbacks run on the I/O loop thread and must not block.
@@ -111,14 +113,30 @@ int sb_log_reconfigure(struct sb_log *log, const struct sb_log_config *cfg) SB_M
 void sb_log_set_listener(struct sb_log *log, const struct sb_log_listener *l);
 
 /* Appends one or more complete batches (data[0..len), back to back, as built
- * by sb_batch_builder). The bytes are copied; each batch gets the next base
- * offset and leader_epoch stamped (no CRC change). cb(arg, ...) fires once.
- * Returns 0 (accepted), or without calling cb: SB_EBADBATCH (malformed or
- * CRC mismatch), SB_ETOOBIG (over SB_BATCH_BYTES_MAX), SB_EBUSY (in-flight
- * bytes at their bound: back off and retry), SB_EFAILED (sticky failure),
- * SB_EFENCED (leader_epoch below the log's last epoch), SB_ECLOSED, -ENOMEM. */
+ * by sb_batch_builder). Every batch's header is checked and its CRC
+ * verified: use this for bytes from outside the process (replication, tools,
+ * tests). The bytes are copied before the call returns (data is only
+ * borrowed); each batch gets the next base offset and leader_epoch stamped
+ * (no CRC change). The batches of one append are acknowledged together and
+ * become readable together. cb(arg, ...) fires once, on the loop thread.
+ * Returns 0 (accepted), or without calling cb: SB_EBADBATCH (malformed, not
+ * exactly len bytes of batches, or CRC mismatch), SB_ETOOBIG (a batch or the
+ * whole append over SB_BATCH_BYTES_MAX), SB_EBUSY (in-flight bytes at their
+ * bound: back off and retry), SB_EFAILED (sticky failure), SB_EFENCED
+ * (leader_epoch below the log's last epoch), SB_ECLOSED, -ENOMEM. */
 int sb_log_append(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
 		  sb_append_cb cb, void *arg) SB_MUST_CHECK;
+
+/* sb_log_append for batches this process built itself with
+ * sb_batch_builder_finish and has not modified since (the produce path):
+ * the headers are checked as above (structure, lengths, record counts), but
+ * the CRC is not re-computed, which saves a pass over every byte. The caller
+ * vouches for the CRC: a batch stored with a wrong one would be refused to
+ * readers (SB_ECORRUPT) and cut at recovery like a torn tail, together with
+ * everything after it. Sanitized builds verify the CRC here too. Same
+ * parameters, ownership, threads and errors as sb_log_append. */
+int sb_log_append_trusted(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
+			  sb_append_cb cb, void *arg) SB_MUST_CHECK;
 
 struct sb_log_read {
 	uint8_t *buf;          /* malloc'd; free(buf) when done (NULL if len == 0) */

@@ -11,29 +11,84 @@
 #include "sb_log.h"
 #include "sb_segment.h"
 
-/* One accepted append, acknowledged once stable_end reaches end_offset. */
-struct sb_pending {
-	struct sb_pending *next;
+/* One accepted append. Records live at the top of the chunk that holds the
+ * append's bytes (data grows up from the start of the chunk, records grow
+ * down from its end), so accepting an append allocates nothing. Written by
+ * the appender under the log lock, read by the loop; never changed after. */
+struct sb_append_rec {
 	sb_append_cb cb;
 	void *arg;
 	int64_t base_offset;
-	int64_t end_offset;
-	size_t bytes;
+	int64_t end_offset; /* offset after its last batch */
+	uint32_t data_end;  /* its bytes end here in the chunk's buf */
+	uint32_t reserved;
 };
 
-/* Staged bytes: whole batches with offsets assigned, written in FIFO order.
- * The tail chunk takes appends while it is open; the loop closes it before
- * writing it, so a chunk's bytes never change while a write reads them. */
+/* Staged bytes: whole appends with offsets assigned, written in FIFO order.
+ * Appenders only ever add to the tail chunk (bytes past len, records below
+ * the lowest one), so the bytes a write reads never change under it. A chunk
+ * is recycled once every append in it is written and acknowledged. */
 struct sb_chunk {
 	struct sb_chunk *next;
-	size_t len, cap;
-	size_t written;          /* bytes [0, written) are on the file */
-	int64_t end_offset;      /* offset after the last batch in the chunk */
+	uint32_t cap;      /* bytes of buf, a multiple of 8 */
+	uint32_t len;      /* data bytes staged */
+	uint32_t written;  /* data bytes [0, written) are on the file */
+	uint32_t nrec;     /* appends staged */
+	uint32_t nplanned; /* appends handed to the writer (in a piece) */
+	uint32_t nacked;   /* appends whose callback has been claimed */
 	uint8_t buf[];
 };
 
-#define SB_CHUNK_BYTES_DEFAULT (1u << 20)
-#define SB_CHUNK_SPARES 2
+static inline struct sb_append_rec *sb_chunk_rec(struct sb_chunk *c, uint32_t i)
+{
+	return (struct sb_append_rec *)(void *)(c->buf + c->cap) - 1 - i;
+}
+
+/* Start of append i's bytes in c->buf. */
+static inline uint32_t sb_chunk_rec_start(struct sb_chunk *c, uint32_t i)
+{
+	return i ? sb_chunk_rec(c, i - 1)->data_end : 0;
+}
+
+/* Standard chunks: one 2 MiB huge page each (madvise'd), kept in a per-log
+ * pool up to inflight_bytes_max worth so that a busy log never re-faults its
+ * staging memory; an append larger than a standard chunk gets a chunk of its
+ * own, freed after use. A log that stays idle for SB_CHUNK_TRIM_MS gives its
+ * unused chunks back. */
+#define SB_CHUNK_BYTES (2u << 20)
+#define SB_CHUNK_TRIM_MS 1000
+
+/* A run of acknowledged (or failed) appends whose callbacks are still to be
+ * run: n records from record i of chunk c on, in FIFO order; it ends at
+ * record last_end of chunk last. */
+struct sb_ack_run {
+	struct sb_chunk *c, *last;
+	uint32_t i, last_end;
+	uint64_t n;
+};
+
+/* A piece: whole appends from one chunk, written with one request (plus
+ * resubmissions of the rest after a short write). Up to SB_LOG_PIECES_MAX are
+ * planned at a time, so that the engine has the next write queued when one
+ * completes (the kernel worker goes on without a wake-up round trip). */
+enum sb_piece_state { SB_PIECE_PLANNED = 0, SB_PIECE_INFLIGHT, SB_PIECE_DONE };
+
+struct sb_piece {
+	struct sb_aio_req req;
+	struct sb_log *log;
+	struct sb_chunk *chunk;
+	uint32_t start, end;  /* bytes [start, end) of chunk->buf */
+	uint32_t done;        /* bytes of it on the file so far */
+	int state;            /* enum sb_piece_state */
+	uint64_t file_off;    /* where start goes in the active segment */
+	int64_t end_offset;   /* offset after its last append */
+	int32_t epoch;        /* of its last batch */
+};
+
+#define SB_LOG_PIECES_MAX 2
+/* Staged bytes are split in two pieces only when both halves reach this:
+ * smaller writes cost more per byte than the pipelining saves. */
+#define SB_PIECE_SPLIT_MIN (64u << 10)
 
 struct sb_log {
 	struct sb_ioloop_task task; /* first member: task -> log */
@@ -60,21 +115,30 @@ struct sb_log {
 	int32_t last_epoch;
 
 	/* Staging (appenders and loop, under lock). */
-	struct sb_chunk *chunk_head, *chunk_tail;
-	int tail_open;
-	struct sb_chunk *spares[SB_CHUNK_SPARES];
-	struct sb_pending *pend_head, *pend_tail;
+	struct sb_chunk *chunk_head, *chunk_tail; /* oldest first */
+	struct sb_chunk *pool;    /* free standard chunks, most recently used first */
+	uint32_t npool, pool_low; /* pool size, and its minimum since the last trim */
 	uint64_t inflight_bytes;
+	uint64_t appends_since_trim;
+	int64_t last_trim_ms;
+	int pump_pending;         /* an appender kicked the loop; the pump has not run yet */
+	/* Acknowledgements claimed by completions, run by the next pump: after
+	 * the engine sent what the completions submitted (loop thread). */
+	struct sb_ack_run stash;
+	int64_t stash_stable_end;
+	int stash_kicked;
 
-	/* Write state (loop thread; read by others under lock). */
-	struct sb_aio_req wreq, sreq;
-	int write_inflight, sync_inflight;
-	int piece_open;           /* a piece of chunk_head is planned, not fully written */
-	size_t piece_end;         /* in chunk_head: the piece being written ends here */
-	int64_t piece_end_offset; /* offset after the piece's last batch */
-	int32_t piece_epoch;
-	int64_t written_end;      /* offset after the last batch fully on the file */
-	int64_t sync_target;      /* written_end when the in-flight datasync began */
+	/* Write state (loop thread; read by others under lock). Planned pieces
+	 * (pieces[piece_head], then the next) lie back to back in the file. */
+	struct sb_piece pieces[SB_LOG_PIECES_MAX];
+	uint32_t piece_head, npieces;
+	uint32_t writes_inflight;
+	int sync_inflight;
+	struct sb_aio_req sreq;
+	uint64_t plan_pos;        /* end of the planned bytes in the active segment */
+	int64_t written_end;      /* offset after the last append fully on the file */
+	uint64_t written_pos;     /* its end position in the active segment */
+	int64_t sync_target;      /* what the in-flight datasync covers */
 	uint64_t sync_target_pos;
 	int64_t synced_end;
 	int64_t last_sync_ms;
@@ -94,11 +158,28 @@ static inline struct sb_segment *sb_log__active(struct sb_log *log)
 /* Fires every armed tail waiter (loop thread, no lock held). sb_log.c. */
 void sb_log__fire_waiters(struct sb_log *log);
 
-/* Write path, sb_log_write.c. */
+/* Write path, loop side (sb_log_write.c). */
 void sb_log__pump(struct sb_ioloop_task *task);
 void sb_log__tick(struct sb_ioloop_task *task, int64_t now_ms);
 /* Appends seg to the segment list (lock held). 0 or -ENOMEM. */
 int sb_log__push_segment(struct sb_log *log, struct sb_segment *seg) SB_MUST_CHECK;
+/* 1 when nothing is staged, unacknowledged or in flight (lock held). */
+int sb_log__drained(struct sb_log *log);
+
+/* Staging and acknowledgement (sb_log_stage.c). Lock held unless noted. */
+/* Claims the callbacks of every unclaimed append ending at or before upto
+ * (all of them with INT64_MAX) into *run, releasing their in-flight bytes. */
+void sb_log__take_acked(struct sb_log *log, int64_t upto, struct sb_ack_run *run);
+/* Loop thread, lock NOT held: runs the claimed callbacks with result. */
+void sb_log__run_acks(const struct sb_ack_run *run, int result);
+/* Appends run `next` (claimed right after `run`) to run. */
+void sb_log__join_runs(struct sb_ack_run *run, const struct sb_ack_run *next);
+/* Loop thread: recycles head chunks that are written and acknowledged.
+ * Never while claimed callbacks are still to run. */
+void sb_log__recycle(struct sb_log *log);
+/* Loop thread: gives back staging memory an idle log does not need. */
+void sb_log__trim(struct sb_log *log, int64_t now_ms);
+/* Frees every chunk (close; nothing may be in flight). */
 void sb_log__free_staging(struct sb_log *log);
 
 #endif

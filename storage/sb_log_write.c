@@ -1,17 +1,39 @@
-/* sb_log_write.c - the partition log's write path: append (any thread) and
- * the I/O loop side (coalesced writes, group commit, rolls, acks).
+/* sb_log_write.c - the partition log's write path on the I/O loop: coalesced
+ * writes, group commit, rolls, acknowledgements. Appends and staging are in
+ * sb_log_stage.c.
  *
  * Shape, and why: io_uring buffered 4 KiB appends at queue depth 1 are slow
  * (~64 MB/s here) while large writes run at GB/s, so appends are copied into
- * a staging chunk and the loop writes whole chunks: everything that arrived
- * while the previous write was in flight goes down in one write. One write
- * and one fdatasync are in flight per log at a time; writes continue while a
- * datasync runs, and the next datasync covers all of them (group commit).
- * Many logs share one loop, so their writes and syncs overlap in the engine.
+ * staging chunks and the loop writes everything staged since its previous
+ * write as one piece (natural coalescing). A piece always ends at an append
+ * boundary, so the acknowledged end never splits an append (readers see
+ * whole appends or nothing of them).
+ *
+ * Two pieces may be in flight: the kernel runs buffered writes to one file in
+ * order on one worker, which then goes from one to the next without waiting
+ * for the loop to see a completion and submit again (a wake-up round trip
+ * costs about as much as writing 100 KiB here). A large backlog is split in
+ * two pieces to start that pipeline. Pieces complete in file order; the
+ * written end moves over the completed prefix only.
+ *
+ * Group commit (policy ALWAYS): one datasync in flight at a time, submitted
+ * right behind the writes it must cover (the engines run it only after every
+ * earlier write to the file completed; io_uring in the same kernel round
+ * trip). It covers every piece handed to the engine before it; when it
+ * completes the next one starts at once and covers everything written
+ * meanwhile. Nothing is acknowledged before the datasync that covers it
+ * succeeded; a short write shrinks what the datasync in flight is credited
+ * with to the pieces completed before it.
+ *
+ * The next write and datasync are submitted from the completion of the
+ * previous ones, and the acknowledgement callbacks that completion made due
+ * run afterwards, from the pump (the engine sends the new requests to the
+ * kernel as its poll returns, so the disk and the kernel copy do not wait for
+ * the callbacks). Many logs share one loop, so their writes and syncs overlap
+ * in the engine.
  */
 #include "sb_log_internal.h"
 
-#include "sb_endian.h"
 #include "sb_limits.h"
 #include "sb_logging.h"
 #include "sb_time.h"
@@ -22,255 +44,225 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What a locked step decided; acted on once the lock is released. */
+struct outcome {
+	struct sb_ack_run acked;  /* callbacks to run with result 0 */
+	struct sb_ack_run failed; /* callbacks to run with err */
+	int err;
+	int64_t stable_end;       /* readers are notified if acked.n > 0 */
+	int roll;                 /* the pump must roll the active segment */
+};
+
 /* ---- acknowledgement ---- */
 
-/* Detaches the pendings that became stable (or all, on failure). Lock held. */
-static struct sb_pending *take_acked(struct sb_log *log, int64_t upto)
-{
-	struct sb_pending *head = log->pend_head, **pp = &log->pend_head, *p;
-	while ((p = *pp) && p->end_offset <= upto) {
-		log->inflight_bytes -= p->bytes;
-		pp = &p->next;
-	}
-	if (pp == &log->pend_head)
-		return NULL;
-	log->pend_head = *pp;
-	if (!log->pend_head)
-		log->pend_tail = NULL;
-	*pp = NULL;
-	return head;
-}
-
-static void run_callbacks(struct sb_pending *p, int result)
-{
-	while (p) {
-		struct sb_pending *next = p->next;
-		p->cb(p->arg, p->base_offset, result);
-		free(p);
-		p = next;
-	}
-}
-
-/* Lock held. Advances the acknowledged end; returns the pendings to call. */
-static struct sb_pending *advance_stable(struct sb_log *log, int64_t end, uint64_t pos)
+/* Lock held. Advances the acknowledged end (always an append boundary) and
+ * claims the callbacks that became due. */
+static void advance_stable(struct sb_log *log, int64_t end, uint64_t pos, struct outcome *o)
 {
 	if (end <= log->stable_end)
-		return NULL;
+		return;
+	struct sb_ack_run run;
 	log->stable_end = end;
 	log->stable_pos = pos;
-	return take_acked(log, end);
+	sb_log__take_acked(log, end, &run);
+	sb_log__join_runs(&o->acked, &run);
+	o->stable_end = end;
 }
 
-static void notify_stable(struct sb_log *log, struct sb_pending *acked, int64_t stable_end)
+/* Lock held: enters the sticky failed state (RELIABILITY.md rule 4) and
+ * claims every unacknowledged append, to be failed with the error. */
+static void fail_locked(struct sb_log *log, int err, const char *what, struct outcome *o)
 {
-	run_callbacks(acked, 0);
-	sb_log__fire_waiters(log);
-	if (log->listener.on_stable)
-		log->listener.on_stable(log->listener.arg, log, stable_end);
-}
-
-/* Lock held: enters the sticky failed state (RELIABILITY.md rule 4). The
- * pump then fails every pending append with the error. */
-static void mark_failed(struct sb_log *log, int err, const char *what)
-{
-	if (log->failed)
-		return;
-	log->failed = err;
-	SB_ERROR("log_failed", "log=%s op=%s error=\"%s\" acked_end=%" PRId64 " assigned_end=%" PRId64,
-		 log->name, what, sb_strerror(err), log->stable_end, log->next_offset);
-}
-
-/* Lock held: detaches every pending append (after a failure). */
-static struct sb_pending *take_all(struct sb_log *log)
-{
-	struct sb_pending *all = log->pend_head;
-	log->pend_head = log->pend_tail = NULL;
-	log->inflight_bytes = 0;
-	return all;
-}
-
-/* ---- append (any thread) ---- */
-
-/* Walks the caller's batches: each must parse and pass its CRC. */
-static int check_batches(const uint8_t *data, size_t len, int64_t *records)
-{
-	size_t at = 0;
-	*records = 0;
-	if (len == 0)
-		return SB_EBADBATCH;
-	while (at < len) {
-		struct sb_batch_header h;
-		int rc = sb_batch_verify(data + at, len - at, &h);
-		if (rc == SB_ETOOBIG)
-			return rc;
-		if (rc)
-			return SB_EBADBATCH;
-		*records += h.record_count;
-		at += (size_t)sb_batch_total_bytes(&h);
+	if (!log->failed) {
+		log->failed = err;
+		SB_ERROR("log_failed", "log=%s op=%s error=\"%s\" acked_end=%" PRId64 " assigned_end=%" PRId64,
+			 log->name, what, sb_strerror(err), log->stable_end, log->next_offset);
 	}
-	return 0;
+	if (!o->failed.n) /* claims everything still unclaimed */
+		sb_log__take_acked(log, INT64_MAX, &o->failed);
+	o->err = log->failed;
 }
 
-static struct sb_chunk *chunk_get(struct sb_log *log, size_t need)
+/* Lock NOT held. */
+static void finish(struct sb_log *log, const struct outcome *o)
 {
-	for (int i = 0; i < SB_CHUNK_SPARES; i++) {
-		struct sb_chunk *c = log->spares[i];
-		if (c && c->cap >= need) {
-			log->spares[i] = NULL;
-			c->len = c->written = 0;
-			c->next = NULL;
-			return c;
-		}
+	if (o->acked.n) {
+		sb_log__run_acks(&o->acked, 0);
+		sb_log__fire_waiters(log);
+		if (log->listener.on_stable)
+			log->listener.on_stable(log->listener.arg, log, o->stable_end);
 	}
-	size_t cap = need > SB_CHUNK_BYTES_DEFAULT ? need : SB_CHUNK_BYTES_DEFAULT;
-	struct sb_chunk *c = malloc(sizeof *c + cap);
-	if (!c)
-		return NULL;
-	c->cap = cap;
-	c->len = c->written = 0;
-	c->next = NULL;
-	return c;
+	if (o->failed.n)
+		sb_log__run_acks(&o->failed, o->err);
 }
 
-static void chunk_put(struct sb_log *log, struct sb_chunk *c)
+/* Lock held, in a completion: defers o's acknowledgements to the pump (the
+ * engine first sends what this completion submitted), or, when o also fails
+ * appends, takes the deferred ones back so that callbacks keep FIFO order.
+ * Returns 1 if the task must be kicked. */
+static int defer_acks(struct sb_log *log, struct outcome *o)
 {
-	for (int i = 0; i < SB_CHUNK_SPARES; i++) {
-		if (!log->spares[i] && c->cap == SB_CHUNK_BYTES_DEFAULT) {
-			log->spares[i] = c;
-			return;
-		}
+	if (o->failed.n) {
+		struct sb_ack_run run = log->stash;
+		sb_log__join_runs(&run, &o->acked);
+		o->acked = run;
+		o->stable_end = log->stable_end;
+		log->stash.n = 0;
+		return 0;
 	}
-	free(c);
+	if (!o->acked.n)
+		return 0;
+	sb_log__join_runs(&log->stash, &o->acked);
+	log->stash_stable_end = o->stable_end;
+	o->acked.n = 0;
+	if (log->stash_kicked)
+		return 0;
+	log->stash_kicked = 1;
+	return 1;
 }
 
-/* Lock held: copies data into the open tail chunk (or a new one) and stamps
- * offsets and the epoch. */
-static int stage(struct sb_log *log, const uint8_t *data, size_t len, int32_t epoch)
+int sb_log__drained(struct sb_log *log)
 {
-	struct sb_chunk *c = log->chunk_tail;
-	if (!log->tail_open || !c || c->cap - c->len < len) {
-		c = chunk_get(log, len);
-		if (!c)
-			return -ENOMEM;
-		if (log->chunk_tail)
-			log->chunk_tail->next = c;
-		else
-			log->chunk_head = c;
-		log->chunk_tail = c;
-		log->tail_open = 1;
-	}
-	uint8_t *p = c->buf + c->len;
-	memcpy(p, data, len);
-	for (size_t at = 0; at < len;) {
-		uint32_t blen = sb_load32(p + at + SB_BATCH_OFF_LENGTH);
-		uint32_t last_delta = sb_load32(p + at + SB_BATCH_OFF_LAST_DELTA);
-		sb_batch_set_base_offset(p + at, log->next_offset);
-		sb_batch_set_leader_epoch(p + at, epoch);
-		log->next_offset += (int64_t)last_delta + 1;
-		at += SB_BATCH_PREFIX_BYTES + blen;
-	}
-	c->len += len;
-	c->end_offset = log->next_offset;
-	return 0;
+	return log->inflight_bytes == 0 && !log->stash.n && !log->writes_inflight && !log->sync_inflight;
 }
 
-int sb_log_append(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
-		  sb_append_cb cb, void *arg)
-{
-	struct sb_pending *p = NULL;
-	int64_t records;
-	int rc = check_batches(data, len, &records);
-	if (rc)
-		return rc;
-	if (len > SB_BATCH_BYTES_MAX)
-		return SB_ETOOBIG;
-	p = malloc(sizeof *p);
-	if (!p)
-		return -ENOMEM;
-	pthread_mutex_lock(&log->lock);
-	if (log->closing)
-		rc = SB_ECLOSED;
-	else if (log->failed)
-		rc = SB_EFAILED;
-	else if (leader_epoch < log->last_epoch)
-		rc = SB_EFENCED;
-	else if (log->inflight_bytes > 0 && log->inflight_bytes + len > log->cfg.inflight_bytes_max)
-		rc = SB_EBUSY;
-	if (!rc) {
-		p->base_offset = log->next_offset;
-		rc = stage(log, data, len, leader_epoch);
-	}
-	if (!rc) {
-		p->next = NULL;
-		p->cb = cb;
-		p->arg = arg;
-		p->end_offset = log->next_offset;
-		p->bytes = len;
-		if (log->pend_tail)
-			log->pend_tail->next = p;
-		else
-			log->pend_head = p;
-		log->pend_tail = p;
-		log->inflight_bytes += len;
-		log->last_epoch = leader_epoch;
-		p = NULL;
-	}
-	pthread_mutex_unlock(&log->lock);
-	free(p);
-	if (!rc)
-		sb_ioloop_kick(log->loop, &log->task);
-	return rc;
-}
-
-/* ---- the loop side ---- */
+/* ---- planning and submitting ---- */
 
 static void write_done(struct sb_aio_req *req);
 static void sync_done(struct sb_aio_req *req);
 
-/* Lock held. Chooses the next piece of chunk_head: whole batches that fit
- * in the active segment (at least one if the segment is empty), indexing
- * them. Returns its length (0: the segment is full, roll first). */
-static size_t plan_piece(struct sb_log *log, struct sb_chunk *c)
+static struct sb_piece *piece_at(struct sb_log *log, uint32_t i)
 {
-	struct sb_segment *seg = sb_log__active(log);
-	size_t at = c->written;
-	uint64_t pos = seg->size;
-	while (at < c->len) {
-		struct sb_batch_header h;
-		if (sb_batch_parse_header(c->buf + at, c->len - at, &h) != 0)
-			abort(); /* staged bytes were verified on append: a bug */
-		uint64_t total = sb_batch_total_bytes(&h);
-		if (pos > 0 && pos + total > log->cfg.segment_bytes)
-			break;
-		if (sb_index_add(&seg->idx, seg->base_offset, &h, pos) != 0)
-			SB_LOG_RATELIMITED(SB_LEVEL_WARN, 1000, "index_entry_dropped", "log=%s", log->name);
-		pos += total;
-		at += (size_t)total;
-		log->piece_end_offset = sb_batch_next_offset(&h);
-		log->piece_epoch = h.leader_epoch;
-	}
-	return at - c->written;
+	return &log->pieces[(log->piece_head + i) % SB_LOG_PIECES_MAX];
 }
 
-static int submit_write(struct sb_log *log, struct sb_chunk *c)
+/* Lock held. Indexes the batches of one staged append at file position pos. */
+static void index_append(struct sb_log *log, struct sb_segment *seg, const uint8_t *p, uint32_t len,
+			 uint64_t pos, int32_t *epoch)
+{
+	for (uint32_t at = 0; at < len;) {
+		struct sb_batch_header h;
+		if (sb_batch_parse_header(p + at, len - at, &h) != 0)
+			abort(); /* staged bytes were checked on append: a bug */
+		if (sb_index_add(&seg->idx, seg->base_offset, &h, pos + at) != 0)
+			SB_LOG_RATELIMITED(SB_LEVEL_WARN, 1000, "index_entry_dropped", "log=%s", log->name);
+		*epoch = h.leader_epoch;
+		at += (uint32_t)sb_batch_total_bytes(&h);
+	}
+}
+
+/* Lock held. The first chunk with appends not yet in a piece. */
+static struct sb_chunk *unplanned_chunk(struct sb_log *log)
+{
+	struct sb_chunk *c = log->chunk_head;
+	while (c && c->nplanned == c->nrec)
+		c = c->next;
+	return c;
+}
+
+/* Lock held. How many bytes the next piece of c may take: with nothing
+ * planned and everything staged in c, half of a large backlog, so that a
+ * second write is queued behind the first. */
+static uint32_t piece_limit(struct sb_log *log, struct sb_chunk *c)
+{
+	uint32_t unplanned = c->len - sb_chunk_rec_start(c, c->nplanned);
+	if (log->npieces == 0 && c == log->chunk_tail && unplanned >= 2 * SB_PIECE_SPLIT_MIN)
+		return unplanned / 2 < SB_WRITE_CHUNK_BYTES_MAX ? unplanned / 2 : SB_WRITE_CHUNK_BYTES_MAX;
+	return SB_WRITE_CHUNK_BYTES_MAX;
+}
+
+/* Lock held. Plans the next piece: c's unplanned appends that fit in the
+ * active segment after the planned bytes (at least one if the segment is
+ * empty), at most limit bytes unless one append is larger, indexing them.
+ * Returns 0, or 1 if the segment is full (roll first). */
+static int plan_piece(struct sb_log *log, struct sb_chunk *c, uint32_t limit)
 {
 	struct sb_segment *seg = sb_log__active(log);
-	struct sb_aio_req *r = &log->wreq;
+	struct sb_piece *p = piece_at(log, log->npieces);
+	uint32_t i = c->nplanned, start = sb_chunk_rec_start(c, i), at = start;
+	uint64_t pos = log->plan_pos;
+	while (i < c->nrec) {
+		struct sb_append_rec *r = sb_chunk_rec(c, i);
+		uint32_t bytes = r->data_end - at;
+		if (pos > 0 && pos + bytes > log->cfg.segment_bytes)
+			break;
+		if (at > start && at - start + bytes > limit)
+			break;
+		index_append(log, seg, c->buf + at, bytes, pos, &p->epoch);
+		pos += bytes;
+		at = r->data_end;
+		p->end_offset = r->end_offset;
+		i++;
+	}
+	if (at == start)
+		return 1;
+	c->nplanned = i;
+	p->log = log;
+	p->chunk = c;
+	p->start = start;
+	p->end = at;
+	p->done = 0;
+	p->state = SB_PIECE_PLANNED;
+	p->file_off = log->plan_pos;
+	log->plan_pos = pos;
+	log->npieces++;
+	return 0;
+}
+
+/* Lock held: hands (the rest of) p to the engine. */
+static int submit_piece(struct sb_log *log, struct sb_piece *p)
+{
+	struct sb_aio_req *r = &p->req;
 	memset(r, 0, sizeof *r);
 	r->op = SB_AIO_WRITE;
-	r->fd = seg->fd;
-	r->buf = c->buf + c->written;
-	r->len = (uint32_t)(log->piece_end - c->written);
-	r->off = seg->size;
+	r->fd = sb_log__active(log)->fd;
+	r->buf = p->chunk->buf + p->start + p->done;
+	r->len = p->end - p->start - p->done;
+	r->off = p->file_off + p->done;
 	r->done = write_done;
-	r->data = log;
+	r->data = p;
 	int rc = log->aio->ops->submit(log->aio, r);
 	if (rc == -EAGAIN)
-		return 0; /* engine full: the next pump retries */
+		return 0; /* engine full: the next pump (at the latest the tick) retries */
 	if (rc)
 		return rc;
-	log->write_inflight = 1;
+	p->state = SB_PIECE_INFLIGHT;
+	log->writes_inflight++;
 	return 0;
+}
+
+/* Lock held: submits planned pieces in file order (a datasync then covers a
+ * prefix of them, see sync_cover). */
+static int submit_pieces(struct sb_log *log)
+{
+	for (uint32_t i = 0; i < log->npieces; i++) {
+		struct sb_piece *p = piece_at(log, i);
+		int rc;
+		if (p->state != SB_PIECE_PLANNED)
+			continue;
+		if ((rc = submit_piece(log, p)) != 0)
+			return rc;
+		if (p->state == SB_PIECE_PLANNED)
+			break; /* refused for now: keep the order */
+	}
+	return 0;
+}
+
+/* Lock held: what a datasync submitted now covers (offset, and position in
+ * *pos): the written prefix and every piece already handed to the engine,
+ * which starts the datasync only after those writes completed. */
+static int64_t sync_cover(struct sb_log *log, uint64_t *pos)
+{
+	int64_t end = log->written_end;
+	*pos = log->written_pos;
+	for (uint32_t i = 0; i < log->npieces; i++) {
+		struct sb_piece *p = piece_at(log, i);
+		if (p->state == SB_PIECE_PLANNED)
+			break;
+		end = p->end_offset;
+		*pos = p->file_off + (p->end - p->start);
+	}
+	return end;
 }
 
 static int submit_sync(struct sb_log *log)
@@ -285,83 +277,150 @@ static int submit_sync(struct sb_log *log)
 	int rc = log->aio->ops->submit(log->aio, r);
 	if (rc)
 		return rc == -EAGAIN ? 0 : rc; /* -EAGAIN: retried on the next pump */
-	log->sync_target = log->written_end;
-	log->sync_target_pos = seg->size;
+	log->sync_target = sync_cover(log, &log->sync_target_pos);
 	log->sync_inflight = 1;
 	log->sync_due = 0;
 	log->last_sync_ms = sb_mono_ms();
 	return 0;
 }
 
+/* Lock held. Plans pieces while there is room, or asks for a roll. Returns
+ * 1 if the pump must roll first. */
+static int plan_pieces(struct sb_log *log)
+{
+	if (log->roll_requested) {
+		if (log->npieces || log->sync_inflight)
+			return 0; /* roll once they are done; plan nothing new meanwhile */
+		if (sb_log__active(log)->size > 0)
+			return 1; /* roll() clears the request */
+		log->roll_requested = 0;
+		log->rolls_done++; /* nothing to seal */
+	}
+	struct sb_chunk *c;
+	while (log->npieces < SB_LOG_PIECES_MAX && (c = unplanned_chunk(log)))
+		if (plan_piece(log, c, piece_limit(log, c)) != 0)
+			return log->npieces == 0 && !log->sync_inflight; /* full: seal it */
+	return 0;
+}
+
+/* Lock held. Starts the writes and the datasync that are due; sets o->roll
+ * when the active segment must be rolled first. */
+static void pump_locked(struct sb_log *log, struct outcome *o)
+{
+	uint64_t pos;
+	int rc;
+	if (log->failed)
+		return;
+	if ((o->roll = plan_pieces(log)) != 0)
+		return;
+	if ((rc = submit_pieces(log)) != 0) {
+		fail_locked(log, rc, "submit_write", o);
+		return;
+	}
+	if (!log->sync_inflight && (log->cfg.fsync_policy == SB_FSYNC_ALWAYS || log->sync_due) &&
+	    sync_cover(log, &pos) > log->synced_end && (rc = submit_sync(log)) != 0)
+		fail_locked(log, rc, "submit_sync", o);
+}
+
+/* ---- completions (loop thread, inside the engine's poll) ---- */
+
+/* Lock held: moves the written prefix past the completed head pieces. */
+static void pop_done_pieces(struct sb_log *log, struct outcome *o)
+{
+	struct sb_segment *seg = sb_log__active(log);
+	struct sb_piece *p;
+	int moved = 0;
+	while (log->npieces && (p = piece_at(log, 0))->state == SB_PIECE_DONE) {
+		uint32_t len = p->end - p->start;
+		if (p->chunk->written != p->start || p->file_off != seg->size)
+			abort(); /* pieces complete in file order: a bug */
+		p->chunk->written = p->end;
+		seg->size += len;
+		log->total_bytes += len;
+		log->written_end = p->end_offset;
+		log->written_pos = seg->size;
+		seg->next_offset = p->end_offset;
+		seg->last_epoch = p->epoch;
+		log->piece_head = (log->piece_head + 1) % SB_LOG_PIECES_MAX;
+		log->npieces--;
+		moved = 1;
+	}
+	if (moved && log->cfg.fsync_policy != SB_FSYNC_ALWAYS)
+		advance_stable(log, log->written_end, log->written_pos, o);
+}
+
+/* Lock held: accounts a successful write of res bytes of p. */
+static void write_progress(struct sb_log *log, struct sb_piece *p, int32_t res, struct outcome *o)
+{
+	p->done += (uint32_t)res;
+	if (p->done < p->end - p->start) {
+		/* Short: the rest is written again (by the pump below). A datasync in
+		 * flight covers only the pieces completed before this one. */
+		p->state = SB_PIECE_PLANNED;
+		if (log->sync_inflight && log->sync_target > log->written_end) {
+			log->sync_target = log->written_end;
+			log->sync_target_pos = log->written_pos;
+		}
+		return;
+	}
+	p->state = SB_PIECE_DONE;
+	pop_done_pieces(log, o);
+}
+
 static void write_done(struct sb_aio_req *req)
 {
-	struct sb_log *log = req->data;
-	struct sb_pending *cbs = NULL;
-	int64_t stable = 0;
-	int err = 0;
+	struct sb_piece *p = req->data;
+	struct sb_log *log = p->log;
+	struct outcome o = {0};
 
 	pthread_mutex_lock(&log->lock);
-	log->write_inflight = 0;
-	struct sb_chunk *c = log->chunk_head;
-	struct sb_segment *seg = sb_log__active(log);
-	if (req->res < 0 || (req->res == 0 && req->len > 0)) {
-		err = req->res < 0 ? req->res : -EIO;
-		mark_failed(log, err, "write");
-		cbs = take_all(log);
-	} else if (!log->failed) {
-		c->written += (size_t)req->res;
-		seg->size += (uint64_t)req->res;
-		log->total_bytes += (uint64_t)req->res;
-		if (c->written == log->piece_end) {
-			log->piece_open = 0;
-			log->written_end = log->piece_end_offset;
-			seg->next_offset = log->piece_end_offset;
-			seg->last_epoch = log->piece_epoch;
-			if (c->written == c->len && !(c == log->chunk_tail && log->tail_open)) {
-				log->chunk_head = c->next;
-				if (!log->chunk_head)
-					log->chunk_tail = NULL;
-				chunk_put(log, c);
-			}
-			if (log->cfg.fsync_policy != SB_FSYNC_ALWAYS)
-				cbs = advance_stable(log, log->written_end, seg->size);
-		}
-	}
-	stable = log->stable_end;
+	if (!log->stash.n)
+		sb_log__recycle(log);
+	log->writes_inflight--;
+	if (req->res < 0 || (req->res == 0 && req->len > 0))
+		fail_locked(log, req->res < 0 ? req->res : -EIO, "write", &o);
+	else if (!log->failed)
+		write_progress(log, p, req->res, &o);
+	pump_locked(log, &o);
+	int kick = defer_acks(log, &o) | o.roll;
 	pthread_mutex_unlock(&log->lock);
-	if (err)
-		run_callbacks(cbs, err);
-	else if (cbs)
-		notify_stable(log, cbs, stable);
-	sb_ioloop_kick(log->loop, &log->task);
+	if (kick)
+		sb_ioloop_kick(log->loop, &log->task);
+	finish(log, &o);
 }
 
 static void sync_done(struct sb_aio_req *req)
 {
 	struct sb_log *log = req->data;
-	struct sb_pending *cbs = NULL;
-	int64_t stable;
-	int err = 0;
+	struct outcome o = {0};
 
 	pthread_mutex_lock(&log->lock);
+	if (!log->stash.n)
+		sb_log__recycle(log);
 	log->sync_inflight = 0;
 	if (req->res < 0) {
-		err = req->res;
-		mark_failed(log, err, "fdatasync");
-		cbs = take_all(log);
+		fail_locked(log, req->res, "fdatasync", &o);
 	} else if (!log->failed) {
-		log->synced_end = log->sync_target;
+		int64_t end = log->sync_target;
+		uint64_t pos = log->sync_target_pos;
+		if (end > log->written_end) { /* cannot happen: the engines order them */
+			end = log->written_end;
+			pos = log->written_pos;
+		}
+		if (end > log->synced_end)
+			log->synced_end = end;
 		if (log->cfg.fsync_policy == SB_FSYNC_ALWAYS)
-			cbs = advance_stable(log, log->sync_target, log->sync_target_pos);
+			advance_stable(log, end, pos, &o);
 	}
-	stable = log->stable_end;
+	pump_locked(log, &o);
+	int kick = defer_acks(log, &o) | o.roll;
 	pthread_mutex_unlock(&log->lock);
-	if (err)
-		run_callbacks(cbs, err);
-	else if (cbs)
-		notify_stable(log, cbs, stable);
-	sb_ioloop_kick(log->loop, &log->task);
+	if (kick)
+		sb_ioloop_kick(log->loop, &log->task);
+	finish(log, &o);
 }
+
+/* ---- rolls ---- */
 
 int sb_log__push_segment(struct sb_log *log, struct sb_segment *seg)
 {
@@ -382,13 +441,14 @@ int sb_log__push_segment(struct sb_log *log, struct sb_segment *seg)
 static int roll(struct sb_log *log)
 {
 	struct sb_segment *old, *seg = NULL;
-	struct sb_pending *cbs = NULL;
-	int64_t base, stable;
+	struct outcome o = {0};
+	int64_t base;
 	int rc;
 
 	pthread_mutex_lock(&log->lock);
 	old = sb_log__active(log);
 	base = log->written_end;
+	log->roll_requested = 0; /* any roll serves a request */
 	pthread_mutex_unlock(&log->lock);
 
 	rc = sb_segment_seal(old);
@@ -400,22 +460,21 @@ static int roll(struct sb_log *log)
 	if (!rc)
 		rc = sb_log__push_segment(log, seg);
 	if (rc) {
-		mark_failed(log, rc, "roll");
-		cbs = take_all(log);
+		fail_locked(log, rc, "roll", &o);
 		pthread_mutex_unlock(&log->lock);
 		sb_segment_unref(seg);
-		run_callbacks(cbs, rc);
+		finish(log, &o);
 		return rc;
 	}
 	log->synced_end = log->written_end;
 	log->rolls_done++;
 	/* Everything in the sealed segment is durable now. */
-	cbs = advance_stable(log, log->written_end, 0);
+	advance_stable(log, log->written_end, 0, &o);
 	log->stable_pos = 0;
-	stable = log->stable_end;
+	log->written_pos = 0;
+	log->plan_pos = 0;
 	pthread_mutex_unlock(&log->lock);
-	if (cbs)
-		notify_stable(log, cbs, stable);
+	finish(log, &o);
 	SB_INFO("segment_rolled", "log=%s sealed_base=%" PRId64 " next_offset=%" PRId64 " bytes=%" PRIu64,
 		log->name, old->base_offset, old->next_offset, old->size);
 	if (log->listener.on_sealed)
@@ -423,54 +482,27 @@ static int roll(struct sb_log *log)
 	return 0;
 }
 
-/* Lock held. What the pump should do next. */
-enum pump_step { STEP_NONE, STEP_WRITE, STEP_ROLL };
-
-static enum pump_step next_step(struct sb_log *log)
-{
-	struct sb_chunk *c = log->chunk_head;
-	if (log->failed || log->write_inflight)
-		return STEP_NONE;
-	if (log->piece_open)
-		return STEP_WRITE; /* the rest of a short write */
-	if (log->roll_requested && !log->sync_inflight) {
-		log->roll_requested = 0;
-		if (sb_log__active(log)->size > 0)
-			return STEP_ROLL;
-		log->rolls_done++; /* nothing to seal */
-	}
-	if (!c || c->written == c->len)
-		return STEP_NONE;
-	if (c == log->chunk_tail)
-		log->tail_open = 0;
-	size_t n = plan_piece(log, c);
-	if (n == 0)
-		return log->sync_inflight ? STEP_NONE : STEP_ROLL;
-	log->piece_end = c->written + n;
-	log->piece_open = 1;
-	return STEP_WRITE;
-}
+/* ---- pump and tick ---- */
 
 void sb_log__pump(struct sb_ioloop_task *task)
 {
 	struct sb_log *log = (struct sb_log *)task;
 	for (int guard = 0; guard < 4; guard++) {
-		struct sb_pending *failed = NULL;
-		int rc = 0;
+		struct outcome o = {0};
 		pthread_mutex_lock(&log->lock);
-		enum pump_step step = next_step(log);
-		if (step == STEP_WRITE && (rc = submit_write(log, log->chunk_head)) != 0)
-			mark_failed(log, rc, "submit_write");
-		if (!log->failed && !log->sync_inflight && log->synced_end < log->written_end &&
-		    (log->cfg.fsync_policy == SB_FSYNC_ALWAYS || log->sync_due) &&
-		    (rc = submit_sync(log)) != 0)
-			mark_failed(log, rc, "submit_sync");
-		int err = log->failed;
-		if (err)
-			failed = take_all(log);
+		log->pump_pending = 0;
+		if (!log->stash.n)
+			sb_log__recycle(log);
+		o.acked = log->stash; /* deferred by completions: run them now */
+		o.stable_end = log->stash_stable_end;
+		log->stash.n = 0;
+		log->stash_kicked = 0;
+		pump_locked(log, &o);
+		if (log->failed)
+			fail_locked(log, log->failed, "pump", &o); /* fail what is left */
 		pthread_mutex_unlock(&log->lock);
-		run_callbacks(failed, err);
-		if (step != STEP_ROLL || roll(log) != 0)
+		finish(log, &o);
+		if (!o.roll || roll(log) != 0)
 			break;
 	}
 }
@@ -478,23 +510,27 @@ void sb_log__pump(struct sb_ioloop_task *task)
 void sb_log__tick(struct sb_ioloop_task *task, int64_t now_ms)
 {
 	struct sb_log *log = (struct sb_log *)task;
-	int kick = 0, retention = 0;
+	int pump = 0, retention = 0;
 	pthread_mutex_lock(&log->lock);
 	struct sb_segment *seg = sb_log__active(log);
 	if (log->cfg.fsync_policy == SB_FSYNC_INTERVAL && log->synced_end < log->written_end &&
 	    sb_mono_ms() - log->last_sync_ms >= log->cfg.fsync_interval_ms) {
 		log->sync_due = 1;
-		kick = 1;
+		pump = 1;
 	}
 	if (log->cfg.segment_ms > 0 && seg->size > 0 && now_ms - seg->created_ms >= log->cfg.segment_ms &&
 	    !log->roll_requested) {
 		log->roll_requested = 1;
-		kick = 1;
+		pump = 1;
 	}
+	/* A submission the engine refused (-EAGAIN) is retried here at the latest. */
+	if (!log->writes_inflight && (log->npieces || unplanned_chunk(log)))
+		pump = 1;
 	if (now_ms - log->last_retention_ms >= 1000) {
 		log->last_retention_ms = now_ms;
 		retention = log->cfg.retention_bytes >= 0 || log->cfg.retention_ms >= 0;
 	}
+	sb_log__trim(log, sb_mono_ms());
 	pthread_mutex_unlock(&log->lock);
 	if (retention) {
 		int rc = sb_log_apply_retention(log, now_ms);
@@ -502,21 +538,6 @@ void sb_log__tick(struct sb_ioloop_task *task, int64_t now_ms)
 			SB_LOG_RATELIMITED(SB_LEVEL_WARN, 10000, "retention_failed", "log=%s error=\"%s\"",
 					   log->name, sb_strerror(rc));
 	}
-	if (kick)
+	if (pump)
 		sb_log__pump(task);
-}
-
-void sb_log__free_staging(struct sb_log *log)
-{
-	struct sb_chunk *c = log->chunk_head;
-	while (c) {
-		struct sb_chunk *next = c->next;
-		free(c);
-		c = next;
-	}
-	log->chunk_head = log->chunk_tail = NULL;
-	for (int i = 0; i < SB_CHUNK_SPARES; i++) {
-		free(log->spares[i]);
-		log->spares[i] = NULL;
-	}
 }

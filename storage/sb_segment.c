@@ -328,8 +328,8 @@ int sb_segment_remove_files(struct sb_segment *seg)
 }
 
 int sb_segment_read(struct sb_segment *seg, int64_t offset, uint64_t start_pos, uint64_t limit,
-		    uint64_t max_bytes, uint8_t **buf, uint64_t *data_off, uint64_t *len,
-		    int64_t *next)
+		    uint64_t max_bytes, uint64_t first_read, uint8_t **buf, uint64_t *data_off,
+		    uint64_t *len, int64_t *next)
 {
 	struct window w = {0};
 	size_t at = 0, first = 0, chunk;
@@ -340,11 +340,14 @@ int sb_segment_read(struct sb_segment *seg, int64_t offset, uint64_t start_pos, 
 	*len = 0;
 	*data_off = 0;
 	*next = offset;
-	chunk = (size_t)(max_bytes < 16384 ? 16384 : max_bytes) + seg->idx.interval;
+	chunk = (size_t)(first_read < SB_BATCH_HEADER_BYTES ? SB_BATCH_HEADER_BYTES : first_read);
 	if (chunk > SB_BATCH_BYTES_MAX)
 		chunk = SB_BATCH_BYTES_MAX;
 	w.pos = start_pos;
 	while (w.pos + at < limit) {
+		/* No batch is shorter than its header: stop before reading more. */
+		if (found && (at - first) + SB_BATCH_HEADER_BYTES > max_bytes)
+			break;
 		rc = window_fill(seg, &w, &at, found ? &first : NULL, SB_BATCH_HEADER_BYTES, limit, chunk);
 		if (!rc)
 			rc = sb_batch_parse_header(w.buf + at, w.have - at, &h);

@@ -90,14 +90,17 @@ int sb_segment_seal(struct sb_segment *seg) SB_MUST_CHECK;
 int sb_segment_remove_files(struct sb_segment *seg) SB_MUST_CHECK;
 
 /* Reads whole batches from the segment starting with the batch that contains
- * offset, not reading at or past byte `limit`. Returns in *buf (malloc'd,
- * caller frees) *data_off..*data_off+*len: batches whose total is <= max_bytes,
- * but always at least the first one. Every returned batch's CRC is checked.
+ * offset, scanning from start_pos (a batch boundary at or before it) and not
+ * reading at or past byte `limit`. first_read sizes the first pread (the
+ * caller knows from the index where the batch ends; a wrong guess costs only
+ * more preads). Returns in *buf (malloc'd, caller frees)
+ * *data_off..*data_off+*len: batches whose total is <= max_bytes, but always
+ * at least the first one. Every returned batch's CRC is checked.
  * Returns 0 (with *len == 0 if offset is at or past the data before limit),
  * SB_ECORRUPT (invalid stored bytes), or -errno. *next receives the offset
  * after the last returned batch. */
 int sb_segment_read(struct sb_segment *seg, int64_t offset, uint64_t start_pos, uint64_t limit,
-		    uint64_t max_bytes, uint8_t **buf, uint64_t *data_off, uint64_t *len,
-		    int64_t *next) SB_MUST_CHECK;
+		    uint64_t max_bytes, uint64_t first_read, uint8_t **buf, uint64_t *data_off,
+		    uint64_t *len, int64_t *next) SB_MUST_CHECK;
 
 #endif

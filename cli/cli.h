@@ -1,0 +1,67 @@
+/* cli.h - what the streambus commands share: global options, the command
+ * entry points, option-parsing helpers and the SIGINT flag. */
+#ifndef SB_CLI_CLI_H
+#define SB_CLI_CLI_H
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdint.h>
+
+#define SBC_DEFAULT_SERVER "127.0.0.1:7070"
+#define SBC_DEFAULT_TIMEOUT_S 10.0
+
+/* Full method names. */
+#define SBC_M_PRODUCE "/streambus.v1.StreamBus/Produce"
+#define SBC_M_CONSUME "/streambus.v1.StreamBus/Consume"
+#define SBC_M_CREATE_TOPIC "/streambus.v1.Admin/CreateTopic"
+#define SBC_M_DELETE_TOPIC "/streambus.v1.Admin/DeleteTopic"
+#define SBC_M_LIST_TOPICS "/streambus.v1.Admin/ListTopics"
+#define SBC_M_DESCRIBE_TOPIC "/streambus.v1.Admin/DescribeTopic"
+#define SBC_M_HEALTH_CHECK "/grpc.health.v1.Health/Check"
+
+/* Options every command accepts (before or after the command name). */
+struct cli_globals {
+	char server[256];
+	double timeout_s;
+};
+
+/* getopt_long entries for the global options; each command's table starts
+ * with these and passes unknown-to-it results to cli_global_opt. */
+enum { CLI_OPT_SERVER = 0x1000, CLI_OPT_TIMEOUT, CLI_OPT_FIRST_LOCAL = 0x1100 };
+/* clang-format off */
+#define CLI_GLOBAL_LONGOPTS \
+	{"server", required_argument, 0, CLI_OPT_SERVER}, \
+	{"timeout", required_argument, 0, CLI_OPT_TIMEOUT}, \
+	{"help", no_argument, 0, 'h'}
+/* clang-format on */
+
+/* Handles a global option returned by getopt_long. 0 if handled, 2 (usage
+ * error, already reported) if its argument is bad, -1 if opt is not global. */
+int cli_global_opt(struct cli_globals *g, int opt, const char *arg);
+
+/* Each command: argv[0] is the command name; returns the exit status. */
+int cmd_topic(struct cli_globals *g, int argc, char **argv);
+int cmd_produce(struct cli_globals *g, int argc, char **argv);
+int cmd_consume(struct cli_globals *g, int argc, char **argv);
+int cmd_health(struct cli_globals *g, int argc, char **argv);
+int cmd_bench(struct cli_globals *g, int argc, char **argv);
+
+/* Prints "streambus: <cmd>: <message>" and a hint to use --help; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports an unrecognised option or missing argument from getopt (which
+ * already printed why); returns 2. */
+int cli_bad_option(const char *cmd);
+/* Parses a decimal integer in [min, max]; 0 or -1. */
+int cli_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
+/* Parses a size with an optional k/m/g suffix (powers of 1024). 0 or -1. */
+int cli_parse_size(const char *s, int64_t min, int64_t max, int64_t *out);
+/* Unescapes \t, \n, \\, \0 and \xHH in a -K separator into buf; returns
+ * its length (>= 1) or -1 if empty or invalid. */
+int cli_parse_separator(const char *s, char *buf, int cap);
+
+/* Set by the SIGINT/SIGTERM handler that cli_catch_signals installs. */
+extern volatile sig_atomic_t cli_interrupted;
+/* Installs the handler (without SA_RESTART, so blocking reads return EINTR). */
+void cli_catch_signals(void);
+
+#endif
