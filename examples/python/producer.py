@@ -208,4 +208,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit, not sys.exit: gRPC's request thread may still be blocked reading
+    # stdin, and interpreter shutdown would then abort on the stdin buffer lock.
+    os._exit(code or 0)

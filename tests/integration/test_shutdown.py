@@ -362,10 +362,12 @@ def test_calls_arriving_during_drain():
         # instant after the gRPC core stopped accepting calls (the final shutdown, after the
         # grace period) is reset by the core's chttp2 transport, which clients report as
         # CANCELLED. Allow a handful of those, never more than 1% of the refusals.
-        assert set(codes) <= {SC.OK, SC.UNAVAILABLE, SC.CANCELLED}, "round %d: %s" % (rnd, codes)
-        assert codes.get(SC.UNAVAILABLE, 0) > 0, "round %d: no call saw the drain: %s" % (rnd, codes)
-        assert codes.get(SC.CANCELLED, 0) <= max(3, codes.get(SC.UNAVAILABLE, 0) // 100), \
+        # The same race can leave a client call that reached the dying transport to time out.
+        assert set(codes) <= {SC.OK, SC.UNAVAILABLE, SC.CANCELLED, SC.DEADLINE_EXCEEDED}, \
             "round %d: %s" % (rnd, codes)
+        assert codes.get(SC.UNAVAILABLE, 0) > 0, "round %d: no call saw the drain: %s" % (rnd, codes)
+        racing = codes.get(SC.CANCELLED, 0) + codes.get(SC.DEADLINE_EXCEEDED, 0)
+        assert racing <= max(6, codes.get(SC.UNAVAILABLE, 0) // 100), "round %d: %s" % (rnd, codes)
         sbtest.cleanup(os.path.dirname(s.data_dir))
 
 
