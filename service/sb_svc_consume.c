@@ -13,6 +13,7 @@
 #include "sb_svc_status.h"
 #include "streambus/v1/streambus.pb-c.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -361,11 +362,19 @@ void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payl
 	int rc = admit(svc);
 	struct sb_consume *c = rc ? NULL : calloc(1, sizeof *c);
 	if (!c) {
+		if (!rc) { /* admitted, but out of memory: give the admission back */
+			pthread_mutex_lock(&svc->lock);
+			svc->subscribers--;
+			pthread_mutex_unlock(&svc->lock);
+			sb_svc__call_end(svc);
+			rc = -ENOMEM;
+		}
 		if (payload)
 			grpc_byte_buffer_destroy(payload);
 		sb_svc__reject(svc, call, rc == SB_ECLOSED ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
-			       rc == SB_ECLOSED ? "server is shutting down" : "too many subscribers");
-		return; /* (calloc failure leaks the admission: never at these sizes) */
+			       rc == SB_ECLOSED ? "server is shutting down"
+			       : rc == -ENOMEM ? "out of memory" : "too many subscribers");
+		return;
 	}
 	c->svc = svc;
 	c->call = call;

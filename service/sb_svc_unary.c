@@ -252,11 +252,23 @@ static int list_one(void *arg, const char *name, const struct sb_topic_config *c
 	return 0;
 }
 
+static int count_one(void *arg, const char *name, const struct sb_topic_config *cfg)
+{
+	(void)name;
+	(void)cfg;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
 static void do_list(struct sb_svc *svc, struct reply *r)
 {
 	struct listing l = {0};
 	Streambus__V1__ListTopicsResponse resp = STREAMBUS__V1__LIST_TOPICS_RESPONSE__INIT;
-	l.cap = SB_TOPICS_MAX_LISTED;
+	/* Size the arrays to the topics there are now (plus slack for ones
+	 * created meanwhile), not to the 10,000-topic maximum. */
+	l.cap = 16;
+	if (sb_logmgr_list_topics(svc->mgr, count_one, &l.cap) == 0 && l.cap > SB_TOPICS_MAX_LISTED)
+		l.cap = SB_TOPICS_MAX_LISTED;
 	l.infos = calloc(l.cap, sizeof *l.infos);
 	l.ptrs = calloc(l.cap, sizeof *l.ptrs);
 	l.cfgs = calloc(l.cap, sizeof *l.cfgs);
