@@ -167,14 +167,18 @@ static void on_ack(void *arg, int64_t base, int result)
 	produce_unref(p);
 }
 
-/* Lock held. Appends a finished entry carrying an error. */
+/* Lock NOT held. Completes q at once (an error, or ACKS_NONE refusal).
+ * done is set last, under the lock: a pump on another thread (an earlier
+ * request's ack) may send and free q as soon as it sees it done. */
 static void answer_now(struct sb_produce *p, struct pend *q, grpc_status_code code, const char *msg)
 {
-	q->done = 1;
+	char *copy = msg ? strdup(msg) : NULL;
+	pthread_mutex_lock(&p->lock);
 	q->code = code;
 	q->silent = code == GRPC_STATUS_OK && q->silent;
-	q->msg = msg ? strdup(msg) : NULL;
-	(void)p;
+	q->msg = copy;
+	q->done = 1;
+	pthread_mutex_unlock(&p->lock);
 }
 
 static int32_t pick_partition(struct sb_svc *svc, const struct sb_wire_produce *r, int32_t n)
@@ -190,6 +194,7 @@ static int32_t pick_partition(struct sb_svc *svc, const struct sb_wire_produce *
 static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_produce *r)
 {
 	struct sb_svc *svc = p->svc;
+	struct sb_topic *topic_ref = NULL; /* q may be freed once answered: keep our own */
 	struct sb_log *log;
 	char msg[512], topic[SB_TOPIC_NAME_MAX + 2];
 	const void *batch;
@@ -213,23 +218,23 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 	memcpy(topic, r->topic, tl);
 	topic[tl] = 0;
 	err = r->topic_len >= sizeof topic - 1 || memchr(r->topic, 0, r->topic_len) ? SB_EBADNAME
-		 : sb_logmgr_acquire(svc->mgr, topic, &q->topic);
+		 : sb_logmgr_acquire(svc->mgr, topic, &topic_ref);
 	if (err) {
 		snprintf(msg, sizeof msg, err == SB_EBADNAME ? "invalid topic name \"%.300s\": use 1-249 characters of [A-Za-z0-9._-]"
 							     : "unknown topic \"%.300s\"", topic);
 		answer_now(p, q, sb_svc_status(err), msg);
 		return;
 	}
-	int32_t np = sb_topic_partitions(q->topic);
+	int32_t np = sb_topic_partitions(topic_ref);
 	q->partition = pick_partition(svc, r, np);
-	if (sb_topic_log(q->topic, q->partition, &log)) {
+	if (sb_topic_log(topic_ref, q->partition, &log)) {
 		snprintf(msg, sizeof msg, "topic \"%.300s\" has no partition %d (it has %d)", topic, q->partition, np);
 		answer_now(p, q, GRPC_STATUS_NOT_FOUND, msg);
 		goto release;
 	}
-	if (r->acks == STREAMBUS__V1__ACKS__ACKS_ALL && sb_topic_config(q->topic)->min_insync_replicas > 1) {
+	if (r->acks == STREAMBUS__V1__ACKS__ACKS_ALL && sb_topic_config(topic_ref)->min_insync_replicas > 1) {
 		snprintf(msg, sizeof msg, "not enough in-sync replicas: 1 of min_insync_replicas %d",
-			 sb_topic_config(q->topic)->min_insync_replicas);
+			 sb_topic_config(topic_ref)->min_insync_replicas);
 		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, msg);
 		goto release;
 	}
@@ -244,9 +249,11 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 		goto release;
 	}
 	__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED); /* the ack's */
+	q->topic = topic_ref; /* the ack releases it */
 	err = sb_log_append_trusted(log, batch, len, 0, on_ack, q); /* built just above */
 	if (err == 0)
 		return; /* on_ack completes q and releases the topic */
+	q->topic = NULL;
 	__atomic_fetch_sub(&p->refs, 1, __ATOMIC_RELAXED);
 	if (err == SB_EBUSY)
 		snprintf(msg, sizeof msg, "partition %d is busy (too many bytes in flight): retry", q->partition);
@@ -254,8 +261,7 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 		snprintf(msg, sizeof msg, "append refused: %s", sb_strerror(err));
 	answer_now(p, q, sb_svc_status(err), msg);
 release:
-	sb_topic_release(q->topic);
-	q->topic = NULL;
+	sb_topic_release(topic_ref);
 }
 
 /* The received message as one contiguous slice. */
