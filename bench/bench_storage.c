@@ -51,6 +51,7 @@
 #include "sb_log.h"
 #include "sb_log_internal.h" /* struct sb_log: a real segment's index for 4a */
 #include "sb_logging.h"
+#include "sb_path.h"
 #include "sb_segment.h"
 #include "sb_vfs.h"
 
@@ -145,6 +146,7 @@ struct results {
 	uint32_t lookup_entries;
 	uint32_t read_segments;
 	double read_p50_us, read_p99_us;
+	double pread_p50_us; /* baseline: one pread(2) of a batch's bytes */
 	double recovery_gibps, recovery_gib;
 };
 
@@ -189,7 +191,7 @@ static void results_init(struct results *r)
 	double *all[] = {&r->write_mbps,     &r->sync_mbps,   &r->raw_fsync.p50, &r->raw_fsync.p99,
 	                 &r->raw_fsync.p999, &r->ack.p50,     &r->ack.p99,       &r->ack.p999,
 	                 &r->lookup_ns,      &r->read_p50_us, &r->read_p99_us,   &r->recovery_gibps,
-	                 &r->recovery_gib};
+	                 &r->recovery_gib,   &r->pread_p50_us};
 	double *rps = &r->rps[0][0][0][0];
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		*all[i] = NAN;
@@ -846,15 +848,51 @@ static int read_run(struct bench *b, struct sb_log *log, uint64_t *seed, struct 
 	return rc;
 }
 
-static int read_reps(struct bench *b, struct sb_log *log)
+/* The floor under a random read on this machine: one pread(2) of len bytes
+ * at a random batch-aligned position of the first segment file, same count. */
+static int pread_run(struct bench *b, const char *dir, size_t len, uint64_t *seed, double *p50)
 {
-	double lk[REPS_MAX], p50[REPS_MAX], p99[REPS_MAX];
+	char path[SB_PATH_MAX];
+	size_t n = (size_t)b->plan->reads;
+	int64_t *ns = malloc(n * sizeof *ns);
+	uint8_t *buf = malloc(len);
+	struct stat st;
+	int rc = 0, fd = -1;
+
+	snprintf(path, sizeof path, "%s/%020d.log", dir, 0);
+	if (!ns || !buf)
+		rc = -ENOMEM;
+	else if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(fd, &st) < 0)
+		rc = -errno;
+	for (size_t i = 0; i < n && !rc && (uint64_t)st.st_size > len; i++) {
+		off_t at = (off_t)(xorshift(seed) % ((uint64_t)st.st_size / len) * len);
+		int64_t t0 = now_ns();
+		ssize_t got = pread(fd, buf, len, at);
+		ns[i] = now_ns() - t0;
+		if (got < 0)
+			rc = -errno;
+		sink += buf[0];
+	}
+	if (!rc)
+		*p50 = pct_of(ns, n).p50;
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(ns);
+	return rc;
+}
+
+static int read_reps(struct bench *b, struct sb_log *log, const char *dir, size_t batch_len)
+{
+	double lk[REPS_MAX], p50[REPS_MAX], p99[REPS_MAX], base[REPS_MAX];
 	uint64_t seed = 0x2545F4914F6CDD1Dull;
 	for (int i = 0; i < b->reps; i++) {
 		struct pct p;
 		progress(b, "index lookups and random reads, run %d/%d", i + 1, b->reps);
 		lk[i] = lookup_run(b, log, &seed);
 		int rc = lk[i] < 0 ? -ENOMEM : read_run(b, log, &seed, &p);
+		if (!rc)
+			rc = pread_run(b, dir, batch_len, &seed, &base[i]);
 		if (rc)
 			return rc;
 		p50[i] = p.p50;
@@ -863,6 +901,7 @@ static int read_reps(struct bench *b, struct sb_log *log)
 	b->r.lookup_ns = median(lk, b->reps);
 	b->r.read_p50_us = median(p50, b->reps);
 	b->r.read_p99_us = median(p99, b->reps);
+	b->r.pread_p50_us = median(base, b->reps);
 	return 0;
 }
 
@@ -888,7 +927,7 @@ static int bench_reads(struct bench *b)
 	if (!rc) {
 		sb_log_info(log, &info);
 		b->r.read_segments = info.segments;
-		rc = read_reps(b, log);
+		rc = read_reps(b, log, dir, p.len);
 	}
 	sb_log_close(log);
 	free(p.data);
@@ -1014,8 +1053,10 @@ static void print_reads(const struct bench *b)
 	       b->plan->read_records, r->read_segments, r->read_segments == 1 ? "" : "s");
 	printf("  index lookup (%s segment, %u entries)     %8.1f ns\n",
 	       r->lookup_sealed ? "sealed" : "active", r->lookup_entries, r->lookup_ns);
-	printf("  sb_log_read(offset, 1), %d random reads  p50 %.2f us  p99 %.2f us\n\n",
+	printf("  sb_log_read(offset, 1), %d random reads  p50 %.2f us  p99 %.2f us\n",
 	       b->plan->reads, r->read_p50_us, r->read_p99_us);
+	printf("  baseline: one pread(2) of a batch's bytes   p50 %.2f us  (read / pread %.2fx)\n\n",
+	       r->pread_p50_us, r->read_p50_us / r->pread_p50_us);
 }
 
 static void print_recovery(const struct bench *b)
@@ -1063,6 +1104,8 @@ static void print_targets(const struct bench *b)
 	            1.3, 2, " x");
 	target_line("offset index lookup", r->lookup_ns, 0, 100, 1, " ns");
 	target_line("random single-batch read, median", r->read_p50_us, 0, 2, 2, " us");
+	target_line("  (floor here: one bare pread of the same bytes)", r->pread_p50_us, 0, 2, 2,
+	            " us");
 	target_line("recovery of the active segment", r->recovery_gibps, 1, 1, 2, " GiB/s");
 }
 
