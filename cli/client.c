@@ -221,7 +221,7 @@ static int start(struct sbc_call *k, const grpc_op *ops, size_t n, enum sbc_ev_k
 {
 	if (grpc_call_start_batch(k->call, ops, n, &k->tags[kind], NULL) != GRPC_CALL_OK)
 		return -1;
-	k->pending++;
+	__atomic_add_fetch(&k->pending, 1, __ATOMIC_ACQ_REL);
 	return 0;
 }
 
@@ -343,6 +343,18 @@ int sbc_call_recv(struct sbc_call *k)
 	return 0;
 }
 
+int sbc_call_wake(struct sbc_call *k)
+{
+	if (__atomic_exchange_n(&k->wake_pending, 1, __ATOMIC_ACQ_REL))
+		return 0; /* one is queued already */
+	__atomic_add_fetch(&k->pending, 1, __ATOMIC_ACQ_REL);
+	if (grpc_call_start_batch(k->call, NULL, 0, &k->tags[SBC_EV_WAKE], NULL) == GRPC_CALL_OK)
+		return 0;
+	__atomic_sub_fetch(&k->pending, 1, __ATOMIC_ACQ_REL);
+	__atomic_store_n(&k->wake_pending, 0, __ATOMIC_RELEASE);
+	return -1;
+}
+
 void sbc_call_cancel(struct sbc_call *k)
 {
 	if (k->call)
@@ -351,7 +363,7 @@ void sbc_call_cancel(struct sbc_call *k)
 
 int sbc_call_idle(const struct sbc_call *k)
 {
-	return k->status_done && k->pending == 0;
+	return k->status_done && __atomic_load_n(&k->pending, __ATOMIC_ACQUIRE) == 0;
 }
 
 void sbc_call_status(const struct sbc_call *k, struct sbc_status *st)
@@ -417,8 +429,11 @@ int sbc_next_us(struct sbc_conn *c, int64_t timeout_us, struct sbc_event *ev)
 	ev->call = k;
 	ev->kind = t->kind;
 	ev->ok = e.success;
-	k->pending--;
+	__atomic_sub_fetch(&k->pending, 1, __ATOMIC_ACQ_REL);
 	switch (t->kind) {
+	case SBC_EV_WAKE:
+		__atomic_store_n(&k->wake_pending, 0, __ATOMIC_RELEASE);
+		break;
 	case SBC_EV_START:
 		/* Without a first message (bidi) the START batch is only the initial
 		 * metadata: a SEND_MESSAGE started meanwhile is still in flight. */

@@ -64,6 +64,7 @@ enum sbc_ev_kind {
 	SBC_EV_CLOSED, /* a sbc_call_close_send finished */
 	SBC_EV_RECV,   /* a message arrived (ev.msg), or the stream ended (ev.msg NULL) */
 	SBC_EV_STATUS, /* the call ended: sbc_call_status() is valid */
+	SBC_EV_WAKE,   /* sbc_call_wake: another thread has something for the call's owner */
 	SBC_EV_KINDS
 };
 
@@ -88,6 +89,7 @@ struct sbc_call {
 	int initial_md_armed;   /* RECV_INITIAL_METADATA was started */
 	int start_with_message; /* the START batch carried the first request */
 	int send_busy, recv_busy, status_done, closed_send;
+	int wake_pending;       /* an SBC_EV_WAKE is queued (any thread) */
 	void *user; /* for the caller */
 };
 
@@ -144,6 +146,11 @@ int sbc_call_close_send(struct sbc_call *k);
 /* Arms the next RECV_MESSAGE (SBC_EV_RECV follows). -1 if one is in flight
  * or the stream has ended. */
 int sbc_call_recv(struct sbc_call *k);
+/* Queues an SBC_EV_WAKE for the call's owner thread; at most one is queued
+ * at a time. The only sbc_call function that may run on another thread
+ * (e.g. a storage completion telling the owner that data is durable).
+ * 0, or -1 if the call no longer takes batches. */
+int sbc_call_wake(struct sbc_call *k);
 /* Cancels the call (the pending tags still arrive; the status is CANCELLED). */
 void sbc_call_cancel(struct sbc_call *k);
 /* 1 once the status arrived and no batch is pending: sbc_call_fini may run. */

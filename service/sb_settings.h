@@ -19,6 +19,9 @@ struct sb_settings {
 	char log_format[16];
 	char config[1024];
 	int64_t node_id;
+	char peers[4096];       /* "ID=HOST:PORT,..." every node of the cluster, this one too */
+	int64_t leader_id;      /* initial leader; -1 = the lowest id in peers */
+	int64_t replica_lag_max_ms;
 	int64_t workers;
 	/* Topic defaults. */
 	int64_t default_partitions;

@@ -20,6 +20,7 @@
 #include "sb_settings.h"
 
 struct sb_logmgr;
+struct sb_repl;
 
 enum sb_method {
 	SB_M_PRODUCE,
@@ -34,12 +35,14 @@ enum sb_method {
 	SB_M_HEALTH_WATCH,
 	SB_M_REFLECTION_V1,
 	SB_M_REFLECTION_V1ALPHA,
+	SB_M_REPL_FOLLOW,
 	SB_M_COUNT
 };
 
 struct sb_svc {
 	const struct sb_settings *cfg;
 	struct sb_logmgr *mgr;
+	struct sb_repl *repl;    /* roles, in-sync set, the Follow streams */
 	grpc_server *server;
 	grpc_completion_queue *cq;
 	void *methods[SB_M_COUNT];
@@ -59,8 +62,11 @@ struct sb_svc {
 };
 
 /* Creates the server on cfg->listen, registers every method, starts the
- * workers. *port gets the bound port. 0, or SB_EBADCONFIG (cannot bind), -ENOMEM. */
-int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr) SB_MUST_CHECK;
+ * workers. svc->port gets the bound port. repl answers who leads, serves
+ * Replication/Follow and gates ACKS_ALL. 0, or SB_EBADCONFIG (cannot bind),
+ * -ENOMEM. */
+int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr,
+		 struct sb_repl *repl) SB_MUST_CHECK;
 /* Graceful drain: stop accepting calls, let produce streams finish for up to
  * the grace period, end subscriptions with UNAVAILABLE + resume offset. */
 void sb_svc_drain(struct sb_svc *svc);
@@ -94,5 +100,8 @@ void sb_svc__health_changed(struct sb_svc *svc);
 
 /* Rejects a call at once with code/msg and frees it (no other state). */
 void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, const char *msg);
+/* Rejects a write sent to a node that does not lead: UNAVAILABLE, with the
+ * leader's address in the trailing metadata key streambus-leader. */
+void sb_svc__reject_not_leader(struct sb_svc *svc, grpc_call *call);
 
 #endif

@@ -257,17 +257,17 @@ static int resolve(struct sb_consume *c, const Streambus__V1__ConsumeRequest *q,
 	sb_log_info(c->log, &li);
 	switch (q->start) {
 	case STREAMBUS__V1__START_POSITION__START_EARLIEST: c->next = li.log_start; break;
-	case STREAMBUS__V1__START_POSITION__START_LATEST: c->next = li.stable_end; break;
+	case STREAMBUS__V1__START_POSITION__START_LATEST: c->next = li.high_watermark; break;
 	case STREAMBUS__V1__START_POSITION__START_OFFSET:
 		if (q->start_offset < 0) {
 			*code = GRPC_STATUS_INVALID_ARGUMENT;
 			snprintf(msg, cap, "start_offset must be >= 0");
 			return -1;
 		}
-		if (q->start_offset < li.log_start || q->start_offset > li.stable_end) {
+		if (q->start_offset < li.log_start || q->start_offset > li.high_watermark) {
 			*code = GRPC_STATUS_OUT_OF_RANGE;
 			snprintf(msg, cap, "start_offset %" PRId64 " is out of range: valid offsets are [%" PRId64 ", %" PRId64 "]",
-				 q->start_offset, li.log_start, li.stable_end);
+				 q->start_offset, li.log_start, li.high_watermark);
 			return -1;
 		}
 		c->next = q->start_offset;
@@ -288,7 +288,7 @@ static int resolve(struct sb_consume *c, const Streambus__V1__ConsumeRequest *q,
 	}
 	switch (q->stop) {
 	case STREAMBUS__V1__STOP_POSITION__STOP_NEVER: c->stop = INT64_MAX; break;
-	case STREAMBUS__V1__STOP_POSITION__STOP_AT_END: c->stop = li.stable_end; break;
+	case STREAMBUS__V1__STOP_POSITION__STOP_AT_END: c->stop = li.high_watermark; break;
 	case STREAMBUS__V1__STOP_POSITION__STOP_AT_OFFSET:
 		if (q->stop_offset < 0) {
 			*code = GRPC_STATUS_INVALID_ARGUMENT;

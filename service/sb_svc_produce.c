@@ -13,6 +13,7 @@
 #include "sb_logmgr.h"
 #include "sb_logging.h"
 #include "sb_limits.h"
+#include "sb_repl.h"
 #include "sb_svc_status.h"
 #include "sb_svc_wire.h"
 #include "sb_time.h"
@@ -31,6 +32,12 @@ struct pend {
 	uint64_t request_id;
 	int32_t partition;
 	int64_t base_offset;
+	/* ACKS_ALL: after the local ack, wait for the high watermark to pass. */
+	int acks_all;
+	int32_t min_insync;
+	uint32_t records;
+	struct sb_log *log;
+	struct sb_log_waiter hw_wait;
 	int done, silent;       /* silent: ACKS_NONE and OK: no response */
 	grpc_status_code code;
 	char *msg;
@@ -143,28 +150,79 @@ static void pump(struct sb_produce *p)
 	try_finish(p);
 }
 
-/* Storage ack, on the I/O loop thread. */
-static void on_ack(void *arg, int64_t base, int result)
+/* Completes q with code/msg (NULL: OK) and releases what the ack held. */
+static void complete(struct pend *q, grpc_status_code code, const char *msg)
 {
-	struct pend *q = arg;
 	struct sb_produce *p = q->p;
 	struct sb_topic *topic = q->topic; /* q may be freed by pump */
-	char msg[256];
+	char *copy = msg ? strdup(msg) : NULL;
 	pthread_mutex_lock(&p->lock);
 	q->topic = NULL;
 	q->done = 1;
-	q->base_offset = base;
-	if (result) {
+	if (code != GRPC_STATUS_OK) {
 		q->silent = 0;
-		q->code = sb_svc_status(result);
-		snprintf(msg, sizeof msg, "append failed: %s; nothing was acknowledged for this request",
-			 sb_strerror(result));
-		q->msg = strdup(msg);
+		q->code = code;
+		q->msg = copy;
+	} else {
+		free(copy);
 	}
 	pump(p);
 	pthread_mutex_unlock(&p->lock);
 	sb_topic_release(topic);
 	produce_unref(p);
+}
+
+/* ACKS_ALL: the high watermark moved past the request, or the log closed. */
+static void on_replicated(struct sb_log_waiter *w)
+{
+	struct pend *q = w->arg;
+	struct sb_svc *svc = q->p->svc;
+	struct sb_log_info li;
+	char msg[256];
+	int64_t end = q->base_offset + q->records;
+	sb_log_info(q->log, &li);
+	if (li.high_watermark < end) {
+		complete(q, GRPC_STATUS_UNAVAILABLE,
+			 "the partition closed before the write reached every in-sync replica: "
+			 "it is on the leader and may or may not be kept; a retry may duplicate it");
+		return;
+	}
+	int isr = sb_repl_insync(svc->repl, sb_topic_name(q->topic), q->partition, NULL, 0);
+	if (isr < q->min_insync) {
+		snprintf(msg, sizeof msg, "written, but only %d in-sync replicas hold it (min_insync_replicas %d): "
+			 "it may be read; a retry may duplicate it", isr, q->min_insync);
+		complete(q, GRPC_STATUS_UNAVAILABLE, msg);
+		return;
+	}
+	complete(q, GRPC_STATUS_OK, NULL);
+}
+
+/* Storage ack, on the I/O loop thread. */
+static void on_ack(void *arg, int64_t base, int result)
+{
+	struct pend *q = arg;
+	char msg[256];
+	q->base_offset = base; /* read by the pump only once done is set */
+	if (result) {
+		snprintf(msg, sizeof msg, "append failed: %s; nothing was acknowledged for this request",
+			 sb_strerror(result));
+		complete(q, sb_svc_status(result), msg);
+		return;
+	}
+	if (q->acks_all) {
+		q->hw_wait = (struct sb_log_waiter){.fn = on_replicated, .arg = q};
+		int rc = sb_log_wait(q->log, base + q->records - 1, &q->hw_wait);
+		if (rc == 0)
+			return; /* on_replicated completes q */
+		if (rc != 1) {
+			complete(q, GRPC_STATUS_UNAVAILABLE,
+				 "the partition closed before the write was replicated: it may or may not be kept");
+			return;
+		}
+		on_replicated(&q->hw_wait);
+		return;
+	}
+	complete(q, GRPC_STATUS_OK, NULL);
 }
 
 /* Lock NOT held. Completes q at once (an error, or ACKS_NONE refusal).
@@ -232,11 +290,18 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 		answer_now(p, q, GRPC_STATUS_NOT_FOUND, msg);
 		goto release;
 	}
-	if (r->acks == STREAMBUS__V1__ACKS__ACKS_ALL && sb_topic_config(topic_ref)->min_insync_replicas > 1) {
-		snprintf(msg, sizeof msg, "not enough in-sync replicas: 1 of min_insync_replicas %d",
-			 sb_topic_config(topic_ref)->min_insync_replicas);
-		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, msg);
-		goto release;
+	if (r->acks == STREAMBUS__V1__ACKS__ACKS_ALL) {
+		int isr = sb_repl_insync(svc->repl, topic, q->partition, NULL, 0);
+		q->min_insync = sb_topic_config(topic_ref)->min_insync_replicas;
+		if (isr < q->min_insync) {
+			snprintf(msg, sizeof msg, "not enough in-sync replicas: %d of min_insync_replicas %d; nothing was written",
+				 isr, q->min_insync);
+			answer_now(p, q, GRPC_STATUS_UNAVAILABLE, msg);
+			goto release;
+		}
+		q->acks_all = 1;
+		q->log = log;
+		q->records = (uint32_t)r->n_records;
 	}
 	sb_batch_builder_reset(&p->builder);
 	err = sb_wire_produce_records(r, &p->builder, sb_wall_ms(), 64);
@@ -250,7 +315,8 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 	}
 	__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED); /* the ack's */
 	q->topic = topic_ref; /* the ack releases it */
-	err = sb_log_append_trusted(log, batch, len, 0, on_ack, q); /* built just above */
+	err = sb_log_append_trusted(log, batch, len, (int32_t)sb_repl_epoch(svc->repl), on_ack,
+				    q); /* built just above */
 	if (err == 0)
 		return; /* on_ack completes q and releases the topic */
 	q->topic = NULL;

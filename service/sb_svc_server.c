@@ -1,6 +1,8 @@
 /* sb_svc_server.c - server lifecycle, worker threads and call dispatch. */
 #include "sb_svc.h"
 
+#include "sb_repl.h"
+
 #include "sb_logging.h"
 #include "sb_svc_status.h"
 
@@ -30,6 +32,7 @@ static const struct {
 	[SB_M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", 1},
 	[SB_M_REFLECTION_V1] = {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", 0},
 	[SB_M_REFLECTION_V1ALPHA] = {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", 0},
+	[SB_M_REPL_FOLLOW] = {"/streambus.v1.Replication/Follow", 0},
 };
 
 /* An outstanding request for a new call of one method (or any, if m < 0). */
@@ -85,9 +88,22 @@ static void slot_free(struct slot *s)
 	free(s);
 }
 
+/* Writes go to the leader only. */
+static int leader_only(int m)
+{
+	return m == SB_M_PRODUCE || m == SB_M_CREATE_TOPIC || m == SB_M_DELETE_TOPIC;
+}
+
 static void dispatch(struct sb_svc *svc, int m, grpc_call *call, grpc_byte_buffer *payload)
 {
+	if (leader_only(m) && !sb_repl_is_leader(svc->repl)) {
+		if (payload)
+			grpc_byte_buffer_destroy(payload);
+		sb_svc__reject_not_leader(svc, call);
+		return;
+	}
 	switch (m) {
+	case SB_M_REPL_FOLLOW: sb_repl_serve_follow(svc->repl, call); break;
 	case SB_M_PRODUCE: sb_svc__produce(svc, call); break;
 	case SB_M_CONSUME: sb_svc__consume(svc, call, payload); break;
 	case SB_M_HEALTH_WATCH: sb_svc__health_watch(svc, call, payload); break;
@@ -162,12 +178,14 @@ static grpc_channel_args *server_args(const struct sb_settings *cfg, grpc_arg *a
 	return &args;
 }
 
-int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr)
+int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr,
+		 struct sb_repl *repl)
 {
 	grpc_arg a[8];
 	memset(svc, 0, sizeof *svc);
 	svc->cfg = cfg;
 	svc->mgr = mgr;
+	svc->repl = repl;
 	pthread_mutex_init(&svc->lock, NULL);
 	pthread_cond_init(&svc->cond, NULL);
 	svc->server = grpc_server_create(server_args(cfg, a), NULL);
@@ -256,10 +274,27 @@ static void reject_closed(struct sb_rpc_tag *t, int ok)
 	reject_unref((struct reject *)((char *)t - offsetof(struct reject, closed)));
 }
 
+static void reject_md(grpc_call *call, grpc_status_code code, const char *msg, const char *const *md, size_t n);
+
 void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, const char *msg)
 {
-	struct reject *r = calloc(1, sizeof *r);
 	(void)svc;
+	reject_md(call, code, msg, NULL, 0);
+}
+
+void sb_svc__reject_not_leader(struct sb_svc *svc, grpc_call *call)
+{
+	char addr[256], msg[400];
+	int32_t id = sb_repl_leader(svc->repl, addr, sizeof addr);
+	const char *md[2] = {"streambus-leader", addr};
+	snprintf(msg, sizeof msg, "node %d is a follower: send writes to the leader, node %d at %s",
+		 sb_repl_node_id(svc->repl), id, addr[0] ? addr : "(unknown)");
+	reject_md(call, GRPC_STATUS_UNAVAILABLE, msg, md, id >= 0 && addr[0] ? 1 : 0);
+}
+
+static void reject_md(grpc_call *call, grpc_status_code code, const char *msg, const char *const *md, size_t n)
+{
+	struct reject *r = calloc(1, sizeof *r);
 	if (!r) {
 		grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
 		grpc_call_unref(call);
@@ -270,7 +305,7 @@ void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, 
 	r->call = call;
 	r->refs = 3; /* sent, closed, and this function: a tag may fire on
 		      * another worker before this function returns */
-	if (sb_rpc_reply(call, &r->sent, NULL, code, msg) != 0)
+	if (sb_rpc_send_status(call, &r->sent, 1, code, msg, md, n) != 0)
 		reject_unref(r);
 	if (sb_rpc_recv_close(call, &r->closed, &r->cancelled) != 0)
 		reject_unref(r);

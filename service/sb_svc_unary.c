@@ -3,6 +3,8 @@
  * cache; admin calls are rare) and replies in one batch. */
 #include "sb_svc.h"
 
+#include "sb_repl.h"
+
 #include "grpc/health/v1/health.pb-c.h"
 #include "sb_limits.h"
 #include "sb_logmgr.h"
@@ -186,6 +188,7 @@ static void do_create(struct sb_svc *svc, const Streambus__V1__CreateTopicReques
 		fail(r, rc, "create failed: %s", sb_strerror(rc));
 	else {
 		Streambus__V1__CreateTopicResponse resp = STREAMBUS__V1__CREATE_TOPIC_RESPONSE__INIT;
+		sb_repl_topics_changed(svc->repl); /* followers create it too */
 		r->bb = sb_rpc_pack(&resp.base);
 	}
 }
@@ -199,6 +202,8 @@ static void do_delete(struct sb_svc *svc, const Streambus__V1__DeleteTopicReques
 		sb_svc__consume_topic_deleted(svc, t); /* its subscribers learn at once */
 	if (held)
 		sb_topic_release(t);
+	if (rc == 0)
+		sb_repl_topics_changed(svc->repl); /* releases replication's references; followers delete it */
 	if (rc == SB_EBADNAME)
 		fail(r, rc, "invalid topic name \"%.300s\"", q->name);
 	else if (rc == SB_ENOTOPIC)
@@ -301,13 +306,20 @@ static void do_describe(struct sb_svc *svc, const Streambus__V1__DescribeTopicRe
 		return;
 	}
 	const struct sb_topic_config *cfg = sb_topic_config(t);
-	int32_t np = sb_topic_partitions(t), node = (int32_t)svc->cfg->node_id;
+	int32_t np = sb_topic_partitions(t), leader = sb_repl_leader(svc->repl, NULL, 0);
+	int32_t replicas[SB_REPL_NODES_MAX];
+	struct sb_repl_node nodes[SB_REPL_NODES_MAX];
+	const char *roles[SB_REPL_NODES_MAX];
+	int nrep = sb_repl_nodes(svc->repl, nodes, roles, SB_REPL_NODES_MAX);
+	int32_t *isr = calloc((size_t)np * SB_REPL_NODES_MAX, sizeof *isr);
+	for (int i = 0; i < nrep; i++)
+		replicas[i] = nodes[i].id;
 	Streambus__V1__DescribeTopicResponse resp = STREAMBUS__V1__DESCRIBE_TOPIC_RESPONSE__INIT;
 	Streambus__V1__TopicInfo info = STREAMBUS__V1__TOPIC_INFO__INIT;
 	Streambus__V1__TopicConfig c = STREAMBUS__V1__TOPIC_CONFIG__INIT;
 	Streambus__V1__PartitionInfo *parts = calloc((size_t)np, sizeof *parts);
 	Streambus__V1__PartitionInfo **ptrs = calloc((size_t)np, sizeof *ptrs);
-	if (!parts || !ptrs) {
+	if (!parts || !ptrs || !isr) {
 		fail(r, -ENOMEM, "out of memory%s", "");
 		goto out;
 	}
@@ -326,12 +338,14 @@ static void do_describe(struct sb_svc *svc, const Streambus__V1__DescribeTopicRe
 		parts[p].partition = p;
 		parts[p].log_start_offset = li.log_start;
 		parts[p].log_end_offset = li.stable_end;
-		parts[p].high_watermark = li.stable_end;
-		parts[p].leader = node;
-		parts[p].n_replicas = 1;
-		parts[p].replicas = &node;
-		parts[p].n_in_sync_replicas = li.failed ? 0 : 1;
-		parts[p].in_sync_replicas = &node;
+		parts[p].high_watermark = li.high_watermark;
+		parts[p].leader = leader;
+		parts[p].n_replicas = (size_t)nrep;
+		parts[p].replicas = replicas;
+		int32_t *in = isr + (size_t)p * SB_REPL_NODES_MAX;
+		int n = sb_repl_insync(svc->repl, sb_topic_name(t), p, in, SB_REPL_NODES_MAX);
+		parts[p].n_in_sync_replicas = li.failed ? 0 : (size_t)(n < SB_REPL_NODES_MAX ? n : SB_REPL_NODES_MAX);
+		parts[p].in_sync_replicas = in;
 		parts[p].size_bytes = (int64_t)li.size_bytes;
 		parts[p].segments = (int32_t)li.segments;
 		ptrs[p] = &parts[p];
@@ -343,20 +357,29 @@ static void do_describe(struct sb_svc *svc, const Streambus__V1__DescribeTopicRe
 out:
 	free(parts);
 	free(ptrs);
+	free(isr);
 	sb_topic_release(t);
 }
 
 static void do_cluster(struct sb_svc *svc, struct reply *r)
 {
 	Streambus__V1__GetClusterInfoResponse resp = STREAMBUS__V1__GET_CLUSTER_INFO_RESPONSE__INIT;
-	Streambus__V1__NodeInfo node = STREAMBUS__V1__NODE_INFO__INIT, *nodes[1] = {&node};
-	node.id = (int32_t)svc->cfg->node_id;
-	node.address = (char *)svc->cfg->listen;
-	node.role = "leader";
-	resp.n_nodes = 1;
-	resp.nodes = nodes;
-	resp.leader_epoch = 0;
-	resp.node_id = node.id;
+	Streambus__V1__NodeInfo info[SB_REPL_NODES_MAX], *ptrs[SB_REPL_NODES_MAX];
+	struct sb_repl_node nodes[SB_REPL_NODES_MAX];
+	const char *roles[SB_REPL_NODES_MAX];
+	int n = sb_repl_nodes(svc->repl, nodes, roles, SB_REPL_NODES_MAX);
+	for (int i = 0; i < n; i++) {
+		streambus__v1__node_info__init(&info[i]);
+		info[i].id = nodes[i].id;
+		/* A single node reports the address it listens on. */
+		info[i].address = sb_repl_clustered(svc->repl) ? nodes[i].address : (char *)svc->cfg->listen;
+		info[i].role = (char *)roles[i];
+		ptrs[i] = &info[i];
+	}
+	resp.n_nodes = (size_t)n;
+	resp.nodes = ptrs;
+	resp.leader_epoch = sb_repl_epoch(svc->repl);
+	resp.node_id = sb_repl_node_id(svc->repl);
 	r->bb = sb_rpc_pack(&resp.base);
 }
 

@@ -6,6 +6,7 @@
  * (every log fdatasynced) and exits 0. */
 #include "sb_logging.h"
 #include "sb_logmgr.h"
+#include "sb_repl.h"
 #include "sb_settings.h"
 #include "sb_svc.h"
 
@@ -39,6 +40,7 @@ int main(int argc, char **argv)
 {
 	struct sb_settings s;
 	struct sb_logmgr *mgr = NULL;
+	struct sb_repl *repl = NULL;
 	struct sb_svc svc;
 	enum sb_level level;
 	enum sb_log_format format;
@@ -74,19 +76,42 @@ int main(int argc, char **argv)
 		SB_ERROR("startup_failed", "data_dir=\"%s\" error=\"%s\"", s.data_dir, sb_strerror(rc));
 		return 1;
 	}
-	grpc_init();
-	rc = sb_svc_start(&svc, &s, mgr);
+	struct sb_repl_options ro = {
+		.node_id = (int32_t)s.node_id,
+		.peers = s.peers,
+		.leader_id = (int32_t)s.leader_id,
+		.replica_lag_max_ms = s.replica_lag_max_ms,
+		.data_dir = s.data_dir,
+		.mgr = mgr,
+	};
+	rc = sb_repl_open(&ro, &repl);
 	if (rc) {
+		SB_ERROR("startup_failed", "what=replication error=\"%s\"", sb_strerror(rc));
+		sb_logmgr_close(mgr);
+		return 1;
+	}
+	grpc_init();
+	rc = sb_svc_start(&svc, &s, mgr, repl);
+	if (!rc && (rc = sb_repl_start(repl)) != 0) {
+		SB_ERROR("startup_failed", "what=replication error=\"%s\"", sb_strerror(rc));
+		sb_repl_stop(repl);
+		sb_svc_stop(&svc);
+	}
+	if (rc) {
+		sb_repl_close(repl);
 		sb_logmgr_close(mgr);
 		grpc_shutdown();
 		return 1;
 	}
-	SB_INFO("serving", "listen=%s port=%d data_dir=\"%s\" io=%s version=%s", s.listen, svc.port, s.data_dir,
-		sb_logmgr_io_name(mgr), SB_VERSION);
+	SB_INFO("serving", "listen=%s port=%d data_dir=\"%s\" io=%s role=%s epoch=%lld version=%s", s.listen,
+		svc.port, s.data_dir, sb_logmgr_io_name(mgr), sb_repl_is_leader(repl) ? "leader" : "follower",
+		(long long)sb_repl_epoch(repl), SB_VERSION);
 	sigwait(&sigs, &sig);
 	SB_INFO("signal", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	sb_svc_drain(&svc);
-	sb_svc_stop(&svc);
+	sb_repl_stop(repl);  /* the follower thread, the ticker; ends Follow streams */
+	sb_svc_stop(&svc);   /* every call, Follow streams included, is over after this */
+	sb_repl_close(repl);
 	sb_logmgr_close(mgr);
 	grpc_shutdown();
 	SB_INFO("exit", "status=0");

@@ -261,6 +261,8 @@ int sb_log_open(struct sb_vfs *vfs, struct sb_ioloop *loop, const char *dir, con
 	struct sb_segment *act = sb_log__active(log);
 	log->log_start = log->segs[0]->base_offset;
 	log->next_offset = log->stable_end = log->written_end = log->synced_end = act->next_offset;
+	log->visible_end = log->stable_end;
+	log->hw_cap = INT64_MAX;
 	log->stable_pos = log->written_pos = log->plan_pos = act->size;
 	log->last_epoch = act->last_epoch;
 	for (uint32_t i = log->nsegs; i-- > 0 && log->last_epoch < 0;)
@@ -304,7 +306,7 @@ void sb_log_close(struct sb_log *log)
 	/* A completion that drained the log may still be running its callbacks
 	 * (they read the staging chunks): let that loop iteration end. */
 	sb_ioloop_barrier(log->loop);
-	sb_log__fire_waiters(log); /* parked readers learn the log is going */
+	sb_log__fire_waiters(log, 1); /* parked readers learn the log is going */
 	if (!log->failed) {
 		int rc = log->vfs->ops->datasync(log->vfs, sb_log__active(log)->fd);
 		if (rc)
@@ -336,24 +338,55 @@ void sb_log_set_listener(struct sb_log *log, const struct sb_log_listener *l)
 
 /* ---- tail waiters ---- */
 
-int sb_log_wait(struct sb_log *log, int64_t offset, struct sb_log_waiter *w)
+enum { WAIT_VISIBLE = 0, WAIT_STABLE = 1 };
+
+static int64_t wait_end(const struct sb_log *log, int kind)
+{
+	return kind == WAIT_STABLE ? log->stable_end : log->visible_end;
+}
+
+static int arm(struct sb_log *log, int64_t offset, struct sb_log_waiter *w, int kind)
 {
 	int rc = 0;
 	pthread_mutex_lock(&log->lock);
 	if (log->closing)
 		rc = SB_ECLOSED;
-	else if (log->stable_end > offset)
+	else if (wait_end(log, kind) > offset)
 		rc = 1;
 	if (!rc) {
 		w->armed = 1;
+		w->kind = kind;
+		w->offset = offset;
 		w->prev = NULL;
-		w->next = log->waiters;
-		if (log->waiters)
-			log->waiters->prev = w;
-		__atomic_store_n(&log->waiters, w, __ATOMIC_RELAXED); /* see sb_log__fire_waiters */
+		w->next = log->waiters[kind];
+		if (w->next)
+			w->next->prev = w;
+		__atomic_store_n(&log->waiters[kind], w, __ATOMIC_RELAXED); /* see fire_waiters */
 	}
 	pthread_mutex_unlock(&log->lock);
 	return rc;
+}
+
+int sb_log_wait(struct sb_log *log, int64_t offset, struct sb_log_waiter *w)
+{
+	return arm(log, offset, w, WAIT_VISIBLE);
+}
+
+int sb_log_wait_stable(struct sb_log *log, int64_t offset, struct sb_log_waiter *w)
+{
+	return arm(log, offset, w, WAIT_STABLE);
+}
+
+/* Lock held. */
+static void unlink_waiter(struct sb_log *log, struct sb_log_waiter *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		__atomic_store_n(&log->waiters[w->kind], w->next, __ATOMIC_RELAXED);
+	if (w->next)
+		w->next->prev = w->prev;
+	w->armed = 0;
 }
 
 int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w)
@@ -361,46 +394,68 @@ int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w)
 	int was_armed;
 	pthread_mutex_lock(&log->lock);
 	was_armed = w->armed;
-	if (was_armed) {
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			__atomic_store_n(&log->waiters, w->next, __ATOMIC_RELAXED);
-		if (w->next)
-			w->next->prev = w->prev;
-		w->armed = 0;
-	}
+	if (was_armed)
+		unlink_waiter(log, w);
 	while (!was_armed && log->waiters_firing)
 		pthread_cond_wait(&log->waiters_idle, &log->lock);
 	pthread_mutex_unlock(&log->lock);
 	return was_armed;
 }
 
-void sb_log__fire_waiters(struct sb_log *log)
+int sb_log__raise_visible(struct sb_log *log)
+{
+	int64_t v = log->stable_end < log->hw_cap ? log->stable_end : log->hw_cap;
+	if (v <= log->visible_end)
+		return 0;
+	log->visible_end = v;
+	return 1;
+}
+
+void sb_log__fire_waiters(struct sb_log *log, int all)
 {
 	/* Called after every acknowledgement: skip the lock when nobody waits. A
-	 * waiter armed before the acknowledged end moved is visible here (the
-	 * caller took the lock after it); one armed later waits for a later end. */
-	if (!__atomic_load_n(&log->waiters, __ATOMIC_RELAXED))
+	 * waiter armed before an end moved is visible here (the caller took the
+	 * lock after it); one armed later saw the new end itself. */
+	if (!__atomic_load_n(&log->waiters[WAIT_VISIBLE], __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&log->waiters[WAIT_STABLE], __ATOMIC_RELAXED))
 		return;
+	struct sb_log_waiter *due = NULL;
 	pthread_mutex_lock(&log->lock);
-	struct sb_log_waiter *w = log->waiters;
-	__atomic_store_n(&log->waiters, NULL, __ATOMIC_RELAXED);
-	for (struct sb_log_waiter *x = w; x; x = x->next)
-		x->armed = 0;
-	log->waiters_firing += w != NULL;
+	for (int kind = 0; kind < 2; kind++) {
+		int64_t end = wait_end(log, kind);
+		struct sb_log_waiter *w = log->waiters[kind], *next;
+		for (; w; w = next) {
+			next = w->next;
+			if (!all && w->offset >= end)
+				continue;
+			unlink_waiter(log, w);
+			w->next = due;
+			due = w;
+		}
+	}
+	log->waiters_firing += due != NULL;
 	pthread_mutex_unlock(&log->lock);
-	if (!w)
+	if (!due)
 		return;
-	while (w) {
-		struct sb_log_waiter *next = w->next; /* fn may reuse w */
-		w->fn(w);
-		w = next;
+	while (due) {
+		struct sb_log_waiter *next = due->next; /* fn may reuse w */
+		due->fn(due);
+		due = next;
 	}
 	pthread_mutex_lock(&log->lock);
 	log->waiters_firing--;
 	pthread_cond_broadcast(&log->waiters_idle);
 	pthread_mutex_unlock(&log->lock);
+}
+
+void sb_log_set_hw_cap(struct sb_log *log, int64_t hw)
+{
+	pthread_mutex_lock(&log->lock);
+	log->hw_cap = hw;
+	int moved = sb_log__raise_visible(log);
+	pthread_mutex_unlock(&log->lock);
+	if (moved)
+		sb_log__fire_waiters(log, 0);
 }
 
 /* ---- reads ---- */
@@ -495,19 +550,37 @@ static uint64_t first_read_bytes(uint64_t start, uint64_t next, size_t max_bytes
 	return want < SB_BATCH_BYTES_MAX ? want : SB_BATCH_BYTES_MAX;
 }
 
-int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out)
+/* Drops the batches of out that start at or past end (a read of the active
+ * segment returns everything acknowledged; readers may see less). */
+static void trim_read(struct sb_log_read *out, int64_t end)
+{
+	size_t at = 0;
+	while (at < out->len) {
+		struct sb_batch_header h;
+		if (sb_batch_parse_header(out->data + at, out->len - at, &h) || h.base_offset >= end)
+			break;
+		at += (size_t)sb_batch_total_bytes(&h);
+		out->next_offset = sb_batch_next_offset(&h);
+	}
+	out->len = at;
+}
+
+static int read_upto(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out,
+		     int stable)
 {
 	memset(out, 0, sizeof *out);
 	for (;;) {
 		pthread_mutex_lock(&log->lock);
+		int64_t end = stable ? log->stable_end : log->visible_end;
 		out->log_start = log->log_start;
-		out->stable_end = log->stable_end;
+		out->stable_end = end;
+		out->high_watermark = log->visible_end;
 		out->next_offset = offset;
-		if (offset < log->log_start || offset > log->stable_end) {
+		if (offset < log->log_start || offset > end) {
 			pthread_mutex_unlock(&log->lock);
 			return offset < log->log_start ? SB_ERANGE_LOW : SB_ERANGE_HIGH;
 		}
-		if (offset == log->stable_end) {
+		if (offset == end) {
 			pthread_mutex_unlock(&log->lock);
 			return 0;
 		}
@@ -517,6 +590,7 @@ int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_
 		uint64_t start = index_span(&seg->idx, (uint32_t)(offset - seg->base_offset), limit, &next);
 		int corrupt = seg->corrupt_pos != SB_SEGMENT_NO_CORRUPTION;
 		int64_t next_base = i + 1 < log->nsegs ? log->segs[i + 1]->base_offset : -1;
+		int64_t seg_base = seg->base_offset;
 		sb_segment_ref(seg);
 		pthread_mutex_unlock(&log->lock);
 
@@ -531,8 +605,11 @@ int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_
 		if (rc)
 			return rc;
 		if (len > 0) {
+			out->segment_base = seg_base;
 			out->data = out->buf + off;
 			out->len = (size_t)len;
+			if (out->next_offset > end)
+				trim_read(out, end);
 			return 0;
 		}
 		if (corrupt)
@@ -541,6 +618,16 @@ int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_
 			return 0;
 		offset = next_base; /* offset sat in a gap between segments */
 	}
+}
+
+int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out)
+{
+	return read_upto(log, offset, max_bytes, out, 0);
+}
+
+int sb_log_read_stable(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out)
+{
+	return read_upto(log, offset, max_bytes, out, 1);
 }
 
 /* First record with timestamp >= ts in the batches of data[0..len). */
@@ -574,7 +661,7 @@ int sb_log_offset_for_time(struct sb_log *log, int64_t ts_ms, int64_t *offset)
 {
 	int64_t pos_offset = -1;
 	pthread_mutex_lock(&log->lock);
-	*offset = log->stable_end;
+	*offset = log->visible_end;
 	for (uint32_t i = 0; i < log->nsegs; i++) {
 		struct sb_segment *seg = log->segs[i];
 		if (seg->idx.max_timestamp_ms >= ts_ms) {
@@ -608,6 +695,8 @@ void sb_log_info(struct sb_log *log, struct sb_log_info *info)
 	pthread_mutex_lock(&log->lock);
 	info->log_start = log->log_start;
 	info->stable_end = log->stable_end;
+	info->high_watermark = log->visible_end;
+	info->active_base = (uint64_t)sb_log__active(log)->base_offset;
 	info->next_offset = log->next_offset;
 	info->size_bytes = log->total_bytes;
 	info->segments = log->nsegs;

@@ -75,13 +75,20 @@ struct sb_log_waiter {
 	void *arg;
 	/* Log-private. */
 	struct sb_log_waiter *next, *prev;
-	int armed;
+	int64_t offset;
+	int armed, kind;
 };
 
-/* Arms w to fire once the acknowledged end exceeds offset. Returns 0 if
- * armed, 1 if the end already exceeds offset (then w is not armed and fn is
- * not called), SB_ECLOSED if the log is closing. Any thread. */
+/* Arms w to fire once the readable end (the high watermark, see
+ * sb_log_set_hw_cap) exceeds offset. Returns 0 if armed, 1 if the end
+ * already exceeds offset (then w is not armed and fn is not called),
+ * SB_ECLOSED if the log is closing. Any thread. fn runs on the I/O loop
+ * thread, or on the thread that called sb_log_set_hw_cap, without log locks
+ * held; every waiter fires when the log closes. */
 int sb_log_wait(struct sb_log *log, int64_t offset, struct sb_log_waiter *w) SB_MUST_CHECK;
+/* The same on the acknowledged end (stable_end), which runs ahead of the
+ * readable end on a replicated log: the leader's replication reads use it. */
+int sb_log_wait_stable(struct sb_log *log, int64_t offset, struct sb_log_waiter *w) SB_MUST_CHECK;
 /* Disarms w. Returns 1 if it was armed (fn will never run), 0 if it has
  * fired (fn has returned by the time this returns). Not from inside fn. */
 int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w);
@@ -127,6 +134,23 @@ void sb_log_set_listener(struct sb_log *log, const struct sb_log_listener *l);
 int sb_log_append(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
 		  sb_append_cb cb, void *arg) SB_MUST_CHECK;
 
+/* sb_log_append for a follower: the batches are the leader's, byte for
+ * byte, and keep their base offsets and epochs. They must continue the log
+ * exactly (the first base offset is the log's next offset, each batch
+ * follows the previous one) with epochs that never go down. Every CRC is
+ * verified. Errors as sb_log_append, plus SB_EINVAL (offsets do not continue
+ * the log) and SB_EFENCED (an epoch below the log's last). */
+int sb_log_append_replica(struct sb_log *log, const void *data, size_t len, sb_append_cb cb,
+			  void *arg) SB_MUST_CHECK;
+
+/* Caps the readable end of a replicated log at hw (the high watermark the
+ * replication module computed, or learned from the leader). Readers, tail
+ * waiters and sb_log_read see [log_start, min(stable_end, hw)); the readable
+ * end never goes back, so a lower cap only holds it where it is. INT64_MAX
+ * (the default) makes every acknowledged record readable. Any thread; fires
+ * the waiters the move satisfies on the calling thread. */
+void sb_log_set_hw_cap(struct sb_log *log, int64_t hw);
+
 /* sb_log_append for batches this process built itself with
  * sb_batch_builder_finish and has not modified since (the produce path):
  * the headers are checked as above (structure, lengths, record counts), but
@@ -143,8 +167,10 @@ struct sb_log_read {
 	const uint8_t *data;   /* whole batches: data[0..len) */
 	size_t len;
 	int64_t next_offset;   /* offset to read next */
-	int64_t log_start;     /* valid range at the time of the read */
-	int64_t stable_end;
+	int64_t log_start;     /* valid range at the time of the read: */
+	int64_t stable_end;    /* [log_start, stable_end) */
+	int64_t high_watermark; /* the readable end (== stable_end for sb_log_read) */
+	int64_t segment_base;  /* base offset of the segment the batches come from */
 };
 
 /* Reads whole batches starting with the one containing offset, up to
@@ -154,6 +180,12 @@ struct sb_log_read {
  * (offset > stable_end) — out->log_start/stable_end then give the valid
  * range; SB_ECORRUPT (stored bytes invalid: DATA_LOSS), -errno. */
 int sb_log_read(struct sb_log *log, int64_t offset, size_t max_bytes, struct sb_log_read *out) SB_MUST_CHECK;
+/* sb_log_read bounded by the acknowledged end instead of the readable end:
+ * what a leader ships to followers before the high watermark covers it.
+ * out->stable_end is the acknowledged end, out->high_watermark the
+ * readable one. */
+int sb_log_read_stable(struct sb_log *log, int64_t offset, size_t max_bytes,
+		       struct sb_log_read *out) SB_MUST_CHECK;
 
 /* Offset of the first record whose timestamp is >= ts_ms, in *offset.
  * SB_ENOTFOUND if every acknowledged record is older (then *offset is the
@@ -162,7 +194,9 @@ int sb_log_offset_for_time(struct sb_log *log, int64_t ts_ms, int64_t *offset) S
 
 struct sb_log_info {
 	int64_t log_start;
-	int64_t stable_end;     /* acknowledged end: readable */
+	int64_t stable_end;     /* acknowledged end */
+	int64_t high_watermark; /* readable end: min(stable_end, hw cap), see sb_log_set_hw_cap */
+	uint64_t active_base;   /* base offset of the active segment */
 	int64_t next_offset;    /* end including unacknowledged appends */
 	uint64_t size_bytes;    /* bytes in all segments */
 	uint32_t segments;

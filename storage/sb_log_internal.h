@@ -98,7 +98,9 @@ struct sb_log {
 	char *dir, *name;
 	pthread_mutex_t lock;
 	pthread_cond_t waiters_idle; /* signalled when a waiter firing round ends */
-	struct sb_log_waiter *waiters; /* armed tail waiters */
+	/* Armed tail waiters: [0] on the readable end (visible_end), [1] on the
+	 * acknowledged end (stable_end: replication reads ahead of readers). */
+	struct sb_log_waiter *waiters[2];
 	int waiters_firing;
 	struct sb_log_config cfg;
 	struct sb_log_listener listener;
@@ -110,7 +112,11 @@ struct sb_log {
 
 	int64_t log_start;
 	int64_t next_offset;  /* next offset to assign */
-	int64_t stable_end;   /* acknowledged (readable) end */
+	int64_t stable_end;   /* acknowledged end (durable per the fsync policy) */
+	/* Readers see [log_start, visible_end): visible_end = min(stable_end,
+	 * hw_cap), never decreasing. hw_cap is INT64_MAX for a log nobody
+	 * replicates; replication lowers it to the high watermark. */
+	int64_t hw_cap, visible_end;
 	uint64_t stable_pos;  /* readable bytes of the active segment */
 	int32_t last_epoch;
 
@@ -155,8 +161,12 @@ static inline struct sb_segment *sb_log__active(struct sb_log *log)
 	return log->segs[log->nsegs - 1];
 }
 
-/* Fires every armed tail waiter (loop thread, no lock held). sb_log.c. */
-void sb_log__fire_waiters(struct sb_log *log);
+/* Lock held: raises visible_end to min(stable_end, hw_cap) if that is
+ * higher. Returns 1 if it moved. sb_log.c. */
+int sb_log__raise_visible(struct sb_log *log);
+/* Fires the armed tail waiters whose offset the ends have passed (all of
+ * them with all != 0: the log is closing). No lock held. sb_log.c. */
+void sb_log__fire_waiters(struct sb_log *log, int all);
 
 /* Write path, loop side (sb_log_write.c). */
 void sb_log__pump(struct sb_ioloop_task *task);

@@ -133,7 +133,7 @@ static size_t chunk_room(const struct sb_chunk *c)
 
 /* Lock held: copies data into the tail chunk (or a new one), stamps offsets
  * and the epoch, and records the append. */
-static int stage(struct sb_log *log, const uint8_t *data, size_t len, int32_t epoch,
+static int stage(struct sb_log *log, const uint8_t *data, size_t len, int32_t epoch, int replica,
 		 sb_append_cb cb, void *arg)
 {
 	struct sb_chunk *c = log->chunk_tail;
@@ -153,8 +153,10 @@ static int stage(struct sb_log *log, const uint8_t *data, size_t len, int32_t ep
 	for (size_t at = 0; at < len;) {
 		uint32_t blen = sb_load32(p + at + SB_BATCH_OFF_LENGTH);
 		uint32_t last_delta = sb_load32(p + at + SB_BATCH_OFF_LAST_DELTA);
-		sb_batch_set_base_offset(p + at, log->next_offset);
-		sb_batch_set_leader_epoch(p + at, epoch);
+		if (!replica) {
+			sb_batch_set_base_offset(p + at, log->next_offset);
+			sb_batch_set_leader_epoch(p + at, epoch);
+		}
 		log->next_offset += (int64_t)last_delta + 1;
 		at += SB_BATCH_PREFIX_BYTES + blen;
 	}
@@ -168,8 +170,31 @@ static int stage(struct sb_log *log, const uint8_t *data, size_t len, int32_t ep
 	return 0;
 }
 
+/* Lock held. A replica append must continue the log exactly: the first
+ * batch's base offset is the log's next offset, every batch follows the one
+ * before it, and epochs never go down. *epoch gets the last batch's epoch. */
+static int check_replica(const struct sb_log *log, const uint8_t *data, size_t len, int32_t *epoch)
+{
+	int64_t next = log->next_offset;
+	int32_t last = log->last_epoch;
+	for (size_t at = 0; at < len;) {
+		struct sb_batch_header h;
+		if (sb_batch_parse_header(data + at, len - at, &h))
+			return SB_EBADBATCH;
+		if (h.base_offset != next)
+			return SB_EINVAL;
+		if (h.leader_epoch < last)
+			return SB_EFENCED;
+		last = h.leader_epoch;
+		next = sb_batch_next_offset(&h);
+		at += (size_t)sb_batch_total_bytes(&h);
+	}
+	*epoch = last;
+	return 0;
+}
+
 static int append(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
-		  int verify, sb_append_cb cb, void *arg)
+		  int verify, int replica, sb_append_cb cb, void *arg)
 {
 	int kick = 0;
 	int rc = check_batches(data, len, verify);
@@ -180,12 +205,14 @@ static int append(struct sb_log *log, const void *data, size_t len, int32_t lead
 		rc = SB_ECLOSED;
 	else if (log->failed)
 		rc = SB_EFAILED;
+	else if (replica && (rc = check_replica(log, data, len, &leader_epoch)) != 0)
+		;
 	else if (leader_epoch < log->last_epoch)
 		rc = SB_EFENCED;
 	else if (log->inflight_bytes > 0 && log->inflight_bytes + len > log->cfg.inflight_bytes_max)
 		rc = SB_EBUSY;
 	else
-		rc = stage(log, data, len, leader_epoch, cb, arg);
+		rc = stage(log, data, len, leader_epoch, replica, cb, arg);
 	if (!rc) {
 		log->inflight_bytes += len;
 		log->last_epoch = leader_epoch;
@@ -203,13 +230,19 @@ static int append(struct sb_log *log, const void *data, size_t len, int32_t lead
 int sb_log_append(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
 		  sb_append_cb cb, void *arg)
 {
-	return append(log, data, len, leader_epoch, 1, cb, arg);
+	return append(log, data, len, leader_epoch, 1, 0, cb, arg);
+}
+
+int sb_log_append_replica(struct sb_log *log, const void *data, size_t len, sb_append_cb cb,
+			  void *arg)
+{
+	return append(log, data, len, 0, 1, 1, cb, arg);
 }
 
 int sb_log_append_trusted(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
 			  sb_append_cb cb, void *arg)
 {
-	return append(log, data, len, leader_epoch, VERIFY_TRUSTED, cb, arg);
+	return append(log, data, len, leader_epoch, VERIFY_TRUSTED, 0, cb, arg);
 }
 
 /* ---- acknowledgement (loop thread) ---- */

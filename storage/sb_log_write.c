@@ -64,6 +64,7 @@ static void advance_stable(struct sb_log *log, int64_t end, uint64_t pos, struct
 	struct sb_ack_run run;
 	log->stable_end = end;
 	log->stable_pos = pos;
+	sb_log__raise_visible(log);
 	sb_log__take_acked(log, end, &run);
 	sb_log__join_runs(&o->acked, &run);
 	o->stable_end = end;
@@ -88,7 +89,7 @@ static void finish(struct sb_log *log, const struct outcome *o)
 {
 	if (o->acked.n) {
 		sb_log__run_acks(&o->acked, 0);
-		sb_log__fire_waiters(log);
+		sb_log__fire_waiters(log, 0);
 		if (log->listener.on_stable)
 			log->listener.on_stable(log->listener.arg, log, o->stable_end);
 	}

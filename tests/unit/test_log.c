@@ -5,6 +5,7 @@
 #include "sb_test_batch.h"
 
 #include "sb_aio.h"
+#include "sb_batch.h"
 #include "sb_ioloop.h"
 #include "sb_limits.h"
 #include "sb_log.h"
@@ -752,6 +753,115 @@ static void test_roll_request_while_appending_is_served(void **state)
 	fx_fini(&f);
 }
 
+/* A follower's log takes the leader's batches as they are: offsets and
+ * epochs kept, gaps, overlaps and epoch regressions refused; the bytes read
+ * back are the leader's bytes. */
+static void test_replica_appends_keep_the_leaders_offsets_and_bytes(void **state)
+{
+	struct fixture lead, fol;
+	struct acks a = {0}, b = {0};
+	uint64_t id = 0;
+	(void)state;
+	fx_init(&lead, "log-replica-leader", 0);
+	fx_init(&fol, "log-replica-follower", 0);
+	append_many(&lead, &a, 4, 10, 20, &id);                  /* epoch 0: [0, 40) */
+	size_t len;
+	uint8_t *e3 = sbt_batch(id, 5, 20, TS0, &len);
+	assert_int_equal(sb_log_append(lead.log, e3, len, 3, on_ack, &a), 0); /* epoch 3: [40, 45) */
+	run_until_acked(&lead, &a, 5);
+	free(e3);
+
+	struct sb_log_read rd;
+	assert_int_equal(sb_log_read(lead.log, 0, 1 << 20, &rd), 0);
+	assert_int_equal(rd.next_offset, 45);
+	/* Not the next offset: refused; a batch from the middle: refused. */
+	struct sb_batch_header h;
+	assert_int_equal(sb_batch_parse_header(rd.data, rd.len, &h), 0);
+	size_t first = (size_t)sb_batch_total_bytes(&h);
+	assert_int_equal(sb_log_append_replica(fol.log, rd.data + first, rd.len - first, on_ack, &b),
+			 SB_EINVAL);
+	assert_int_equal(sb_log_append_replica(fol.log, rd.data, first, on_ack, &b), 0);
+	assert_int_equal(sb_log_append_replica(fol.log, rd.data, first, on_ack, &b), SB_EINVAL);
+	assert_int_equal(sb_log_append_replica(fol.log, rd.data + first, rd.len - first, on_ack, &b), 0);
+	run_until_acked(&fol, &b, 2);
+	assert_int_equal(b.bases[0], 0);
+	assert_int_equal(b.bases[1], 10);
+
+	struct sb_log_read rf;
+	assert_int_equal(sb_log_read(fol.log, 0, 1 << 20, &rf), 0);
+	assert_int_equal(rf.len, rd.len);
+	assert_memory_equal(rf.data, rd.data, rd.len);
+	struct sb_log_info li;
+	sb_log_info(fol.log, &li);
+	assert_int_equal(li.last_epoch, 3);
+	free(rf.buf);
+
+	/* A batch of an older epoch after epoch 3: fenced. */
+	uint8_t *old = sbt_batch(45, 1, 20, TS0, &len);
+	sb_batch_set_base_offset(old, 45);
+	sb_batch_set_leader_epoch(old, 2);
+	assert_int_equal(sb_log_append_replica(fol.log, old, len, on_ack, &b), SB_EFENCED);
+	free(old);
+	free(rd.buf);
+	fx_fini(&fol);
+	fx_fini(&lead);
+}
+
+/* The high-watermark cap: readers, offset lookups and waiters stop at the
+ * cap while replication reads and stable waiters see every acknowledged
+ * record; raising the cap fires the waiters it satisfies, and the readable
+ * end never goes back. */
+static void test_hw_cap_bounds_readers_but_not_replication(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	int woken = 0, woken_stable = 0, woken_far = 0;
+	struct sb_log_waiter w = {.fn = on_wake, .arg = &woken};
+	struct sb_log_waiter ws = {.fn = on_wake, .arg = &woken_stable};
+	struct sb_log_waiter wf = {.fn = on_wake, .arg = &woken_far};
+	(void)state;
+	fx_init(&f, "log-hwcap", 0);
+	sb_log_set_hw_cap(f.log, 0);
+	assert_int_equal(sb_log_wait(f.log, 0, &w), 0);
+	assert_int_equal(sb_log_wait_stable(f.log, 0, &ws), 0);
+	assert_int_equal(sb_log_wait(f.log, 25, &wf), 0);
+	append_many(&f, &a, 3, 10, 20, &id); /* [0, 30) acknowledged */
+	assert_int_equal(woken_stable, 1);
+	assert_int_equal(woken, 0);
+
+	struct sb_log_read rd;
+	assert_int_equal(sb_log_read(f.log, 0, 1 << 20, &rd), 0);
+	assert_int_equal(rd.len, 0); /* nothing readable yet */
+	assert_int_equal(sb_log_read(f.log, 5, 1 << 20, &rd), SB_ERANGE_HIGH);
+	assert_int_equal(rd.stable_end, 0);
+	assert_int_equal(sb_log_read_stable(f.log, 0, 1 << 20, &rd), 0);
+	assert_int_equal(rd.next_offset, 30);
+	assert_int_equal(rd.high_watermark, 0);
+	free(rd.buf);
+
+	sb_log_set_hw_cap(f.log, 20); /* fires w, not wf (waits past 25) */
+	assert_int_equal(woken, 1);
+	assert_int_equal(woken_far, 0);
+	assert_int_equal(sb_log_read(f.log, 0, 1 << 20, &rd), 0);
+	assert_int_equal(rd.next_offset, 20); /* the third batch is cut off */
+	assert_int_equal(sbt_check_batches(rd.data, rd.len, 20, TS0, 0), 20);
+	free(rd.buf);
+	struct sb_log_info li;
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.high_watermark, 20);
+	assert_int_equal(li.stable_end, 30);
+
+	sb_log_set_hw_cap(f.log, 10); /* never backwards */
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.high_watermark, 20);
+	sb_log_set_hw_cap(f.log, INT64_MAX);
+	assert_int_equal(woken_far, 1);
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.high_watermark, 30);
+	fx_fini(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -772,6 +882,8 @@ int main(void)
 		cmocka_unit_test(test_reads_return_whole_batches_within_max_bytes),
 		cmocka_unit_test(test_idle_log_gives_back_staging_memory),
 		cmocka_unit_test(test_roll_request_while_appending_is_served),
+		cmocka_unit_test(test_replica_appends_keep_the_leaders_offsets_and_bytes),
+		cmocka_unit_test(test_hw_cap_bounds_readers_but_not_replication),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

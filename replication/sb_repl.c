@@ -1,0 +1,586 @@
+/* sb_repl.c - roles, the persisted leader epoch, the in-sync set and the
+ * high watermark (sb_repl.h). */
+#include "sb_repl_internal.h"
+
+#include "sb_logging.h"
+#include "sb_logmgr.h"
+#include "sb_path.h"
+#include "sb_time.h"
+#include "sb_vfs.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STATE_FILE "cluster.state"
+#define STATE_BYTES_MAX 4096
+
+/* ---- configuration ---- */
+
+int sb_repl_parse_peers(const char *peers, struct sb_repl_node *nodes, int cap)
+{
+	int n = 0;
+	const char *p = peers;
+	while (p && *p) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		char item[300];
+		char *eq, *stop;
+		if (len == 0 || len >= sizeof item || n >= cap)
+			return SB_EBADCONFIG;
+		memcpy(item, p, len);
+		item[len] = 0;
+		eq = strchr(item, '=');
+		if (!eq || eq == item || !eq[1] || strlen(eq + 1) >= sizeof nodes[0].address)
+			return SB_EBADCONFIG;
+		*eq = 0;
+		long id = strtol(item, &stop, 10);
+		if (*stop || id < 0 || id > 1023 || !strchr(eq + 1, ':'))
+			return SB_EBADCONFIG;
+		for (int i = 0; i < n; i++)
+			if (nodes[i].id == id)
+				return SB_EBADCONFIG;
+		nodes[n].id = (int32_t)id;
+		snprintf(nodes[n].address, sizeof nodes[n].address, "%s", eq + 1);
+		n++;
+		p = end ? end + 1 : NULL;
+	}
+	return n;
+}
+
+int sb_repl__node_index(const struct sb_repl *r, int32_t id)
+{
+	for (int i = 0; i < r->nnodes; i++)
+		if (r->nodes[i].id == id)
+			return i;
+	return -1;
+}
+
+/* ---- the persisted state: epoch and leader ---- */
+
+static int state_write(struct sb_repl *r, int64_t epoch, int32_t leader)
+{
+	char buf[128];
+	int n = snprintf(buf, sizeof buf, "epoch=%" PRId64 "\nleader=%d\n", epoch, leader);
+	return sb_vfs_write_file_durable(r->vfs, r->data_dir, STATE_FILE, buf, (size_t)n);
+}
+
+/* 0 and the values, -ENOENT if there is no state yet, SB_ECORRUPT. */
+static int state_read(struct sb_repl *r, int64_t *epoch, int32_t *leader)
+{
+	char path[SB_PATH_MAX];
+	void *data = NULL;
+	size_t len = 0;
+	long long e = -1;
+	int l = -1;
+	sb_path_fmt(path, sizeof path, "%s/%s", r->data_dir, STATE_FILE);
+	int rc = sb_vfs_read_file(r->vfs, path, STATE_BYTES_MAX, &data, &len);
+	if (rc)
+		return rc;
+	char *text = realloc(data, len + 1);
+	if (!text) {
+		free(data);
+		return -ENOMEM;
+	}
+	text[len] = 0;
+	if (sscanf(text, "epoch=%lld\nleader=%d", &e, &l) != 2 || e < 0 || l < 0)
+		rc = SB_ECORRUPT;
+	free(text);
+	*epoch = e;
+	*leader = l;
+	return rc;
+}
+
+int sb_repl__adopt_epoch(struct sb_repl *r, int64_t epoch, int32_t leader_id)
+{
+	pthread_mutex_lock(&r->lock);
+	if (epoch <= r->epoch) {
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	if (leader_id < 0)
+		leader_id = r->leader_id == r->node_id ? -1 : r->leader_id; /* unknown */
+	int was_leader = r->role == SB_ROLE_LEADER && leader_id != r->node_id;
+	r->epoch = epoch;
+	if (leader_id >= 0)
+		r->leader_id = leader_id;
+	leader_id = r->leader_id;
+	if (was_leader)
+		r->fenced = 1; /* someone else leads a newer epoch: stop taking writes */
+	pthread_mutex_unlock(&r->lock);
+	int rc = state_write(r, epoch, leader_id);
+	SB_INFO("epoch_adopted", "epoch=%" PRId64 " leader=%d fenced=%d persisted=\"%s\"", epoch, leader_id,
+		was_leader, rc ? sb_strerror(rc) : "ok");
+	return rc;
+}
+
+int sb_repl_open(const struct sb_repl_options *o, struct sb_repl **out)
+{
+	struct sb_repl *r = calloc(1, sizeof *r);
+	int rc;
+	if (!r)
+		return -ENOMEM;
+	pthread_mutex_init(&r->apply, NULL);
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->tick_cv, NULL);
+	r->mgr = o->mgr;
+	r->vfs = o->vfs ? o->vfs : sb_vfs_posix();
+	r->node_id = o->node_id;
+	r->lag_max_ms = o->replica_lag_max_ms;
+	r->data_dir = strdup(o->data_dir);
+	if (!r->data_dir) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = sb_repl_parse_peers(o->peers ? o->peers : "", r->nodes, SB_REPL_NODES_MAX);
+	if (rc < 0) {
+		SB_ERROR("repl_bad_peers", "peers=\"%s\" hint=\"use ID=HOST:PORT,... with ids 0-1023, at most %d nodes\"",
+			 o->peers, SB_REPL_NODES_MAX);
+		goto fail;
+	}
+	r->nnodes = rc;
+	if (r->nnodes == 0) { /* single node: it leads, epoch 0, nothing persisted */
+		r->nnodes = 1;
+		r->nodes[0].id = o->node_id;
+		snprintf(r->nodes[0].address, sizeof r->nodes[0].address, "local");
+		r->role = SB_ROLE_LEADER;
+		r->leader_id = o->node_id;
+		*out = r;
+		return 0;
+	}
+	r->self = sb_repl__node_index(r, o->node_id);
+	int32_t initial = o->leader_id;
+	if (initial < 0) {
+		initial = r->nodes[0].id;
+		for (int i = 1; i < r->nnodes; i++)
+			if (r->nodes[i].id < initial)
+				initial = r->nodes[i].id;
+	}
+	if (r->self < 0 || sb_repl__node_index(r, initial) < 0) {
+		SB_ERROR("repl_bad_config", "node_id=%d leader_id=%d hint=\"both must appear in --peers\"",
+			 o->node_id, initial);
+		rc = SB_EBADCONFIG;
+		goto fail;
+	}
+	rc = state_read(r, &r->epoch, &r->leader_id);
+	if (rc == -ENOENT) {
+		r->epoch = 1;
+		r->leader_id = initial;
+		rc = state_write(r, r->epoch, r->leader_id);
+	}
+	if (rc)
+		goto fail;
+	if (sb_repl__node_index(r, r->leader_id) < 0) {
+		SB_ERROR("repl_bad_state", "leader=%d hint=\"the persisted leader is not in --peers\"", r->leader_id);
+		rc = SB_EBADCONFIG;
+		goto fail;
+	}
+	r->role = r->leader_id == r->node_id ? SB_ROLE_LEADER : SB_ROLE_FOLLOWER;
+	SB_INFO("repl_opened", "node=%d role=%s epoch=%" PRId64 " leader=%d nodes=%d", r->node_id,
+		r->role == SB_ROLE_LEADER ? "leader" : "follower", r->epoch, r->leader_id, r->nnodes);
+	*out = r;
+	return 0;
+fail:
+	sb_repl_close(r);
+	return rc;
+}
+
+/* ---- queries ---- */
+
+int sb_repl_clustered(const struct sb_repl *r)
+{
+	return r->nnodes > 1;
+}
+
+int sb_repl_is_leader(struct sb_repl *r)
+{
+	pthread_mutex_lock(&r->lock);
+	int yes = r->role == SB_ROLE_LEADER && !r->fenced;
+	pthread_mutex_unlock(&r->lock);
+	return yes;
+}
+
+int64_t sb_repl_epoch(struct sb_repl *r)
+{
+	pthread_mutex_lock(&r->lock);
+	int64_t e = r->epoch;
+	pthread_mutex_unlock(&r->lock);
+	return e;
+}
+
+int32_t sb_repl_node_id(const struct sb_repl *r)
+{
+	return r->node_id;
+}
+
+int32_t sb_repl_leader(struct sb_repl *r, char *address, size_t cap)
+{
+	pthread_mutex_lock(&r->lock);
+	int32_t id = r->leader_id;
+	pthread_mutex_unlock(&r->lock);
+	int i = sb_repl__node_index(r, id);
+	if (address && cap)
+		snprintf(address, cap, "%s", i >= 0 ? r->nodes[i].address : "");
+	return i >= 0 ? id : -1;
+}
+
+int sb_repl_nodes(struct sb_repl *r, struct sb_repl_node *nodes, const char **roles, int cap)
+{
+	int32_t leader = sb_repl_leader(r, NULL, 0);
+	int n = r->nnodes < cap ? r->nnodes : cap;
+	for (int i = 0; i < n; i++) {
+		nodes[i] = r->nodes[i];
+		roles[i] = nodes[i].id == leader ? "leader" : "follower";
+	}
+	return n;
+}
+
+int sb_repl_insync(struct sb_repl *r, const char *topic, int32_t partition, int32_t *ids, int cap)
+{
+	int n = 0;
+	if (cap > 0)
+		ids[n] = r->node_id;
+	n++;
+	pthread_mutex_lock(&r->lock);
+	if (r->role == SB_ROLE_LEADER && r->nnodes > 1) {
+		/* The current set as it is: no rebuild here, this runs in waiter
+		 * callbacks on the I/O loop thread. */
+		struct pset *s = r->cur;
+		struct rpart *rp = s ? sb_repl__find(s, topic, strlen(topic), partition) : NULL;
+		for (int i = 0; rp && i < r->nnodes; i++) {
+			if (i == r->self || !rp->in_sync[i])
+				continue;
+			if (n < cap)
+				ids[n] = r->nodes[i].id;
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+/* ---- the partition set ---- */
+
+static int cmp_part(const char *ta, size_t la, int32_t pa, const struct rpart *b)
+{
+	size_t lb = strlen(b->topic);
+	int c = memcmp(ta, b->topic, la < lb ? la : lb);
+	if (c)
+		return c;
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return pa < b->partition ? -1 : pa > b->partition;
+}
+
+struct rpart *sb_repl__find(struct pset *s, const char *topic, size_t topic_len, int32_t partition)
+{
+	uint32_t lo = 0, hi = s->n;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int c = cmp_part(topic, topic_len, partition, s->v[mid]);
+		if (c == 0)
+			return s->v[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+void sb_repl__pset_free(struct pset *s)
+{
+	for (uint32_t i = 0; i < s->n; i++) {
+		sb_topic_release(s->v[i]->t);
+		free(s->v[i]);
+	}
+	free(s->v);
+	free(s);
+}
+
+void sb_repl__pset_unref(struct sb_repl *r, struct pset *s)
+{
+	if (!s || --s->refs > 0)
+		return;
+	s->next_dead = r->dead;
+	r->dead = s;
+}
+
+void sb_repl__unlock(struct sb_repl *r)
+{
+	struct pset *dead = r->dead;
+	r->dead = NULL;
+	pthread_mutex_unlock(&r->lock);
+	while (dead) { /* topic references go outside the lock: a release may close logs */
+		struct pset *next = dead->next_dead;
+		sb_repl__pset_free(dead);
+		dead = next;
+	}
+}
+
+struct names {
+	char **v;
+	uint32_t n, cap;
+};
+
+static int collect_name(void *arg, const char *name, const struct sb_topic_config *cfg)
+{
+	struct names *nm = arg;
+	(void)cfg;
+	if (nm->n == nm->cap) {
+		uint32_t cap = nm->cap ? nm->cap * 2 : 64;
+		char **v = realloc(nm->v, cap * sizeof *v);
+		if (!v)
+			return -ENOMEM;
+		nm->v = v;
+		nm->cap = cap;
+	}
+	if (!(nm->v[nm->n] = strdup(name)))
+		return -ENOMEM;
+	nm->n++;
+	return 0;
+}
+
+/* Lock held. Builds the set of every partition (names come sorted from the
+ * manager, partitions in order), carrying follower progress over from old. */
+static struct pset *pset_build(struct sb_repl *r, const struct pset *old)
+{
+	struct names nm = {0};
+	struct pset *s = calloc(1, sizeof *s);
+	int rc = s ? sb_logmgr_list_topics(r->mgr, collect_name, &nm) : -ENOMEM;
+	uint32_t cap = 0;
+	for (uint32_t i = 0; i < nm.n && !rc; i++) {
+		for (int32_t p = 0; !rc; p++) {
+			struct sb_topic *t;
+			struct rpart *rp;
+			if (sb_logmgr_acquire(r->mgr, nm.v[i], &t))
+				break; /* deleted meanwhile */
+			if (p >= sb_topic_partitions(t)) {
+				sb_topic_release(t);
+				break;
+			}
+			if (s->n == cap) {
+				struct rpart **v = realloc(s->v, (cap ? cap * 2 : 64) * sizeof *v);
+				if (!v) {
+					sb_topic_release(t);
+					rc = -ENOMEM;
+					break;
+				}
+				s->v = v;
+				cap = cap ? cap * 2 : 64;
+			}
+			if (!(rp = calloc(1, sizeof *rp)) || sb_topic_log(t, p, &rp->log)) {
+				free(rp);
+				sb_topic_release(t);
+				rc = rp ? 0 : -ENOMEM;
+				break;
+			}
+			snprintf(rp->topic, sizeof rp->topic, "%s", nm.v[i]);
+			rp->partition = p;
+			rp->min_insync = sb_topic_config(t)->min_insync_replicas;
+			rp->cap = INT64_MAX;
+			rp->t = t;
+			for (int k = 0; k < SB_REPL_NODES_MAX; k++)
+				rp->acked[k] = -1;
+			struct rpart *prev = old ? sb_repl__find((struct pset *)old, rp->topic, strlen(rp->topic), p) : NULL;
+			if (prev) {
+				memcpy(rp->acked, prev->acked, sizeof rp->acked);
+				memcpy(rp->caught_up_ms, prev->caught_up_ms, sizeof rp->caught_up_ms);
+				memcpy(rp->in_sync, prev->in_sync, sizeof rp->in_sync);
+				rp->cap = prev->cap;
+			}
+			rp->index = s->n;
+			s->v[s->n++] = rp;
+		}
+	}
+	for (uint32_t i = 0; i < nm.n; i++)
+		free(nm.v[i]);
+	free(nm.v);
+	if (rc && s) {
+		sb_repl__pset_free(s);
+		return NULL;
+	}
+	s->refs = 1; /* r->cur's */
+	s->gen = r->gen;
+	return s;
+}
+
+struct pset *sb_repl__cur(struct sb_repl *r)
+{
+	if (!r->cur || r->cur->gen != r->gen) {
+		struct pset *s = pset_build(r, r->cur);
+		if (!s)
+			return NULL;
+		sb_repl__pset_unref(r, r->cur);
+		r->cur = s;
+	}
+	r->cur->refs++;
+	return r->cur;
+}
+
+void sb_repl_topics_changed(struct sb_repl *r)
+{
+	pthread_mutex_lock(&r->apply);
+	pthread_mutex_lock(&r->lock);
+	r->gen++;
+	struct pset *s = sb_repl__cur(r); /* rebuilt now, so old topic references go */
+	sb_repl__pset_unref(r, s);
+	sb_repl__unlock(r);
+	pthread_mutex_unlock(&r->apply);
+	sb_repl__streams_wake(r);
+}
+
+/* ---- in-sync set and high watermark ---- */
+
+/* Lock held: is node (index) in sync on rp at now? */
+static void update_in_sync(struct sb_repl *r, struct rpart *rp, int node, int64_t now_ms)
+{
+	struct sb_log_info li;
+	int up = (r->connected >> node) & 1;
+	if (!up) {
+		rp->in_sync[node] = 0;
+		return;
+	}
+	sb_log_info(rp->log, &li);
+	if (rp->acked[node] >= li.stable_end)
+		rp->caught_up_ms[node] = now_ms;
+	rp->in_sync[node] = rp->caught_up_ms[node] > 0 && now_ms - rp->caught_up_ms[node] <= r->lag_max_ms;
+}
+
+void sb_repl__acked(struct sb_repl *r, struct rpart *rp, int node, int64_t end, int64_t now_ms)
+{
+	if (end > rp->acked[node])
+		rp->acked[node] = end;
+	update_in_sync(r, rp, node, now_ms);
+}
+
+void sb_repl__connected(struct sb_repl *r, int node, int up)
+{
+	if (up)
+		r->connected |= 1u << node;
+	else
+		r->connected &= ~(1u << node);
+	if (!up && r->cur)
+		for (uint32_t i = 0; i < r->cur->n; i++)
+			r->cur->v[i]->in_sync[node] = 0;
+	SB_INFO("follower_connection", "node=%d up=%d", r->nodes[node].id, up);
+}
+
+struct cap_change {
+	struct sb_log *log;
+	int64_t cap;
+};
+
+void sb_repl__apply_caps(struct sb_repl *r)
+{
+	struct cap_change *ch = NULL;
+	uint32_t n = 0;
+	pthread_mutex_lock(&r->apply);
+	pthread_mutex_lock(&r->lock);
+	struct pset *s = r->role == SB_ROLE_LEADER ? sb_repl__cur(r) : NULL;
+	if (s && s->n)
+		ch = malloc(s->n * sizeof *ch);
+	for (uint32_t i = 0; ch && i < s->n; i++) {
+		struct rpart *rp = s->v[i];
+		int64_t cap = INT64_MAX;
+		for (int k = 0; k < r->nnodes; k++)
+			if (k != r->self && rp->in_sync[k] && rp->acked[k] < cap)
+				cap = rp->acked[k];
+		if (cap != rp->cap) {
+			rp->cap = cap;
+			ch[n++] = (struct cap_change){rp->log, cap};
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	/* The set stays referenced (s) while the caps go in. */
+	for (uint32_t i = 0; i < n; i++)
+		sb_log_set_hw_cap(ch[i].log, ch[i].cap);
+	pthread_mutex_lock(&r->lock);
+	sb_repl__pset_unref(r, s);
+	sb_repl__unlock(r);
+	pthread_mutex_unlock(&r->apply);
+	free(ch);
+}
+
+/* ---- the ticker: the in-sync set moves with time, not only with acks ---- */
+
+static void *ticker_main(void *arg)
+{
+	struct sb_repl *r = arg;
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SB_REPL_TICK_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&r->tick_cv, &r->lock, &ts);
+		if (r->stopping || r->role != SB_ROLE_LEADER)
+			continue;
+		struct pset *s = sb_repl__cur(r);
+		int64_t now = sb_mono_ms();
+		for (uint32_t i = 0; s && i < s->n; i++)
+			for (int k = 0; k < r->nnodes; k++)
+				if (k != r->self) {
+					uint8_t was = s->v[i]->in_sync[k];
+					update_in_sync(r, s->v[i], k, now);
+					if (was != s->v[i]->in_sync[k])
+						SB_INFO("isr_changed", "topic=%s partition=%d node=%d in_sync=%d acked=%" PRId64,
+							s->v[i]->topic, s->v[i]->partition, r->nodes[k].id,
+							s->v[i]->in_sync[k], s->v[i]->acked[k]);
+				}
+		sb_repl__pset_unref(r, s);
+		sb_repl__unlock(r);
+		sb_repl__apply_caps(r);
+		pthread_mutex_lock(&r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+int sb_repl_start(struct sb_repl *r)
+{
+	if (r->nnodes <= 1)
+		return 0;
+	int rc = pthread_create(&r->ticker, NULL, ticker_main, r);
+	if (rc)
+		return -rc;
+	r->ticker_started = 1;
+	if (r->role == SB_ROLE_FOLLOWER) {
+		rc = sb_repl__follower_start(r);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+void sb_repl_stop(struct sb_repl *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->stopping = 1;
+	pthread_cond_broadcast(&r->tick_cv);
+	pthread_mutex_unlock(&r->lock);
+	sb_repl__follower_stop(r);
+	if (r->ticker_started) {
+		pthread_join(r->ticker, NULL);
+		r->ticker_started = 0;
+	}
+	sb_repl__streams_end(r);
+}
+
+void sb_repl_close(struct sb_repl *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	sb_repl__pset_unref(r, r->cur);
+	r->cur = NULL;
+	sb_repl__unlock(r);
+	pthread_mutex_destroy(&r->apply);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->tick_cv);
+	free(r->data_dir);
+	free(r);
+}

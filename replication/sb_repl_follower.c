@@ -1,0 +1,494 @@
+/* sb_repl_follower.c - a follower's thread: keeps one Follow stream open to
+ * the leader, mirrors its topic list, appends the leader's batches byte for
+ * byte (sb_log_append_replica, rolling segments where the leader rolled),
+ * caps its own readers at the leader's high watermark, and acknowledges its
+ * durable end as appends complete. A broken stream is reopened with
+ * back-off; the hello then says where this node stands again.
+ *
+ * Threads: everything runs on this thread except the append callbacks (I/O
+ * loop), which publish the durable end and wake this thread through
+ * sbc_call_wake. Parts are only freed when no append is in flight. */
+#include "sb_repl_internal.h"
+
+#include "client.h"
+#include "sb_batch.h"
+#include "sb_logging.h"
+#include "sb_logmgr.h"
+#include "sb_time.h"
+#include "streambus/v1/streambus.pb-c.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FOLLOW_METHOD "/streambus.v1.Replication/Follow"
+#define CONNECT_TIMEOUT_S 5.0
+
+struct fol_part {
+	char topic[SB_TOPIC_NAME_MAX + 1];
+	int32_t partition;
+	struct sb_topic *t;
+	struct sb_log *log;
+	int64_t acked; /* atomic: durable end (append callbacks) */
+	int64_t sent;  /* acked as last sent to the leader */
+};
+
+struct sb_repl_follower {
+	struct sb_repl *r;
+	int stop;                 /* atomic */
+	struct fol_part **parts;  /* sorted by (topic, partition) */
+	uint32_t nparts;
+	int inflight;             /* atomic: replica appends not yet called back */
+	pthread_mutex_t wake_lock;
+	struct sbc_call *k;       /* the live call, for wakes and stop */
+};
+
+struct app {
+	struct sb_repl_follower *f;
+	struct fol_part *p;
+	int64_t end;
+};
+
+/* ---- local partitions ---- */
+
+static int cmp_part(const void *a, const void *b)
+{
+	const struct fol_part *x = *(const struct fol_part *const *)a, *y = *(const struct fol_part *const *)b;
+	int c = strcmp(x->topic, y->topic);
+	return c ? c : (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+static struct fol_part *find_part(struct sb_repl_follower *f, const char *topic, int32_t partition)
+{
+	struct fol_part key, *kp = &key;
+	if (strlen(topic) > SB_TOPIC_NAME_MAX || !f->nparts)
+		return NULL;
+	snprintf(key.topic, sizeof key.topic, "%s", topic);
+	key.partition = partition;
+	struct fol_part **hit = bsearch(&kp, f->parts, f->nparts, sizeof *f->parts, cmp_part);
+	return hit ? *hit : NULL;
+}
+
+static void free_parts(struct fol_part **v, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		sb_topic_release(v[i]->t);
+		free(v[i]);
+	}
+	free(v);
+}
+
+struct namelist {
+	char **v;
+	uint32_t n, cap;
+};
+
+static int add_name(void *arg, const char *name, const struct sb_topic_config *cfg)
+{
+	struct namelist *l = arg;
+	(void)cfg;
+	if (l->n == l->cap) {
+		uint32_t cap = l->cap ? l->cap * 2 : 32;
+		char **v = realloc(l->v, cap * sizeof *v);
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	return (l->v[l->n++] = strdup(name)) ? 0 : -ENOMEM;
+}
+
+static void free_names(struct namelist *l)
+{
+	for (uint32_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+}
+
+/* Rebuilds the partition table from the topics on disk, keeping each
+ * survivor's progress. Only with no append in flight. 0 or -ENOMEM. */
+static int refresh_parts(struct sb_repl_follower *f)
+{
+	struct namelist nl = {0};
+	struct fol_part **v = NULL;
+	uint32_t n = 0, cap = 0;
+	int rc = sb_logmgr_list_topics(f->r->mgr, add_name, &nl);
+	for (uint32_t i = 0; i < nl.n && !rc; i++) {
+		for (int32_t p = 0;; p++) {
+			struct sb_topic *t;
+			struct fol_part *fp;
+			if (sb_logmgr_acquire(f->r->mgr, nl.v[i], &t))
+				break;
+			if (p >= sb_topic_partitions(t)) {
+				sb_topic_release(t);
+				break;
+			}
+			if (n == cap) {
+				struct fol_part **nv = realloc(v, (cap ? cap * 2 : 64) * sizeof *nv);
+				if (!nv) {
+					sb_topic_release(t);
+					rc = -ENOMEM;
+					break;
+				}
+				v = nv;
+				cap = cap ? cap * 2 : 64;
+			}
+			if (!(fp = calloc(1, sizeof *fp)) || sb_topic_log(t, p, &fp->log)) {
+				free(fp);
+				sb_topic_release(t);
+				rc = fp ? 0 : -ENOMEM;
+				break;
+			}
+			fp->t = t;
+			snprintf(fp->topic, sizeof fp->topic, "%s", nl.v[i]);
+			fp->partition = p;
+			struct sb_log_info li;
+			sb_log_info(fp->log, &li);
+			fp->acked = fp->sent = li.stable_end;
+			struct fol_part *old = find_part(f, fp->topic, p);
+			if (old) {
+				fp->acked = old->acked;
+				fp->sent = old->sent;
+			}
+			v[n++] = fp;
+		}
+	}
+	free_names(&nl);
+	if (rc) {
+		free_parts(v, n);
+		return rc;
+	}
+	free_parts(f->parts, f->nparts);
+	f->parts = v; /* names come sorted from the manager, partitions in order */
+	f->nparts = n;
+	return 0;
+}
+
+static void wait_appends(struct sb_repl_follower *f)
+{
+	while (__atomic_load_n(&f->inflight, __ATOMIC_ACQUIRE) > 0)
+		usleep(200);
+}
+
+/* Creates the leader's topics that are missing here, deletes the ones the
+ * leader no longer has, then rebuilds the partition table. */
+static int apply_topics(struct sb_repl_follower *f, const Streambus__V1__FollowResponse *m)
+{
+	struct namelist local = {0};
+	int rc;
+	wait_appends(f);
+	free_parts(f->parts, f->nparts); /* drop our references before deleting */
+	f->parts = NULL;
+	f->nparts = 0;
+	rc = sb_logmgr_list_topics(f->r->mgr, add_name, &local);
+	for (size_t i = 0; i < m->n_topics && !rc; i++) {
+		const Streambus__V1__ReplicaTopic *t = m->topics[i];
+		struct sb_topic *have;
+		if (sb_logmgr_acquire(f->r->mgr, t->name, &have) == 0) {
+			sb_topic_release(have);
+			continue;
+		}
+		struct sb_topic_config cfg;
+		sb_topic_config_default(&cfg);
+		rc = sb_topic_config_parse(t->config, strlen(t->config), &cfg);
+		if (!rc)
+			rc = sb_logmgr_create_topic(f->r->mgr, t->name, &cfg);
+		SB_INFO("replica_topic_created", "topic=%s result=\"%s\"", t->name, rc ? sb_strerror(rc) : "ok");
+	}
+	for (uint32_t i = 0; i < local.n && !rc; i++) {
+		int keep = 0;
+		for (size_t k = 0; k < m->n_topics && !keep; k++)
+			keep = strcmp(local.v[i], m->topics[k]->name) == 0;
+		if (keep)
+			continue;
+		rc = sb_logmgr_delete_topic(f->r->mgr, local.v[i]);
+		SB_INFO("replica_topic_deleted", "topic=%s result=\"%s\"", local.v[i], rc ? sb_strerror(rc) : "ok");
+		if (rc == SB_ENOTOPIC)
+			rc = 0;
+	}
+	free_names(&local);
+	int rc2 = refresh_parts(f);
+	return rc ? rc : rc2;
+}
+
+/* ---- appends ---- */
+
+static void on_appended(void *arg, int64_t base, int result)
+{
+	struct app *a = arg;
+	struct sb_repl_follower *f = a->f;
+	(void)base;
+	if (result == 0)
+		__atomic_store_n(&a->p->acked, a->end, __ATOMIC_RELEASE); /* FIFO per log: only grows */
+	else
+		SB_ERROR("replica_append_failed", "topic=%s partition=%d end=%" PRId64 " error=\"%s\"", a->p->topic,
+			 a->p->partition, a->end, sb_strerror(result));
+	pthread_mutex_lock(&f->wake_lock);
+	if (f->k)
+		sbc_call_wake(f->k);
+	pthread_mutex_unlock(&f->wake_lock);
+	free(a);
+	__atomic_sub_fetch(&f->inflight, 1, __ATOMIC_ACQ_REL);
+}
+
+/* End offset of whole batches data[0..len), or -1 if they do not parse. */
+static int64_t batches_end(const uint8_t *data, size_t len)
+{
+	int64_t end = -1;
+	for (size_t at = 0; at < len;) {
+		struct sb_batch_header h;
+		if (sb_batch_parse_header(data + at, len - at, &h))
+			return -1;
+		end = sb_batch_next_offset(&h);
+		at += (size_t)sb_batch_total_bytes(&h);
+	}
+	return end;
+}
+
+/* Appends one ReplicaData. 0, or an error that ends the session. */
+static int take_data(struct sb_repl_follower *f, const Streambus__V1__ReplicaData *d)
+{
+	struct fol_part *p = find_part(f, d->topic, d->partition);
+	struct sb_log_info li;
+	int rc = 0;
+	if (!p) {
+		SB_LOG_RATELIMITED(SB_LEVEL_WARN, 1000, "replica_unknown_partition", "topic=%s partition=%d",
+				   d->topic, d->partition);
+		return 0;
+	}
+	if (d->batches.len) {
+		int64_t end = batches_end(d->batches.data, d->batches.len);
+		if (end < 0)
+			return SB_EBADBATCH;
+		sb_log_info(p->log, &li);
+		/* Roll where the leader rolled, so segment files match. */
+		if ((int64_t)li.active_base < d->segment_base && li.next_offset == d->segment_base &&
+		    li.next_offset > (int64_t)li.active_base) {
+			rc = sb_log_roll(p->log);
+			if (rc)
+				return rc;
+		}
+		struct app *a = malloc(sizeof *a);
+		if (!a)
+			return -ENOMEM;
+		*a = (struct app){f, p, end};
+		__atomic_add_fetch(&f->inflight, 1, __ATOMIC_ACQ_REL);
+		while ((rc = sb_log_append_replica(p->log, d->batches.data, d->batches.len, on_appended, a)) == SB_EBUSY &&
+		       !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE))
+			usleep(500); /* the log's in-flight bound: let the disk catch up */
+		if (rc) {
+			__atomic_sub_fetch(&f->inflight, 1, __ATOMIC_ACQ_REL);
+			free(a);
+			SB_ERROR("replica_append_refused", "topic=%s partition=%d error=\"%s\"", p->topic, p->partition,
+				 sb_strerror(rc));
+			return rc;
+		}
+	}
+	sb_log_set_hw_cap(p->log, d->high_watermark);
+	return 0;
+}
+
+/* ---- the session ---- */
+
+static int send_state(struct sb_repl_follower *f, struct sbc_call *k, int hello)
+{
+	Streambus__V1__FollowRequest q = STREAMBUS__V1__FOLLOW_REQUEST__INIT;
+	Streambus__V1__ReplicaPartitionState *st = calloc(f->nparts ? f->nparts : 1, sizeof *st);
+	Streambus__V1__ReplicaPartitionState **sp = calloc(f->nparts ? f->nparts : 1, sizeof *sp);
+	int rc = 0;
+	if (!st || !sp) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < f->nparts; i++) {
+		struct fol_part *p = f->parts[i];
+		int64_t acked = __atomic_load_n(&p->acked, __ATOMIC_ACQUIRE);
+		struct sb_log_info li;
+		if (!hello && acked == p->sent)
+			continue;
+		streambus__v1__replica_partition_state__init(&st[q.n_partitions]);
+		st[q.n_partitions].topic = p->topic;
+		st[q.n_partitions].partition = p->partition;
+		st[q.n_partitions].end_offset = acked;
+		if (hello) {
+			sb_log_info(p->log, &li);
+			st[q.n_partitions].last_epoch = li.last_epoch;
+			st[q.n_partitions].log_start_offset = li.log_start;
+		}
+		sp[q.n_partitions] = &st[q.n_partitions];
+		q.n_partitions++;
+		p->sent = acked;
+	}
+	if (!hello && q.n_partitions == 0)
+		goto out;
+	q.node_id = f->r->node_id;
+	q.epoch = sb_repl_epoch(f->r);
+	q.hello = hello;
+	q.partitions = sp;
+	rc = sbc_call_send(k, &q.base, 0) ? -EIO : 0;
+out:
+	free(st);
+	free(sp);
+	return rc;
+}
+
+/* Handles one FollowResponse. 0, or an error that ends the session. */
+static int take_response(struct sb_repl_follower *f, const Streambus__V1__FollowResponse *m)
+{
+	struct sb_repl *r = f->r;
+	int64_t epoch = sb_repl_epoch(r);
+	if (m->epoch < epoch) {
+		SB_WARN("stale_leader", "leader_epoch=%" PRId64 " known_epoch=%" PRId64, m->epoch, epoch);
+		return SB_EFENCED;
+	}
+	if (m->epoch > epoch)
+		(void)sb_repl__adopt_epoch(r, m->epoch, m->leader_id);
+	if (m->has_topics) {
+		int rc = apply_topics(f, m);
+		if (rc)
+			return rc;
+	}
+	for (size_t i = 0; i < m->n_data; i++) {
+		int rc = take_data(f, m->data[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* One stream to the leader, until it breaks or we stop. Returns 1 if it got
+ * as far as receiving data (reset the back-off). */
+static int session(struct sb_repl_follower *f, const char *addr)
+{
+	struct sbc_conn c;
+	struct sbc_call k;
+	struct sbc_status st;
+	int progressed = 0, ended = 0, cancelled = 0, rc;
+
+	memset(&k, 0, sizeof k);
+	sbc_conn_init(&c, addr, CONNECT_TIMEOUT_S);
+	if (sbc_call_start(&c, &k, FOLLOW_METHOD, NULL, 0, &st)) {
+		SB_LOG_RATELIMITED(SB_LEVEL_WARN, 5000, "follow_start_failed", "leader=%s error=\"%s\"", addr, st.msg);
+		sbc_conn_fini(&c);
+		return 0;
+	}
+	if (refresh_parts(f) || send_state(f, &k, 1)) {
+		sbc_call_cancel(&k);
+		cancelled = 1;
+	}
+	pthread_mutex_lock(&f->wake_lock);
+	f->k = &k;
+	pthread_mutex_unlock(&f->wake_lock);
+	while (!sbc_call_idle(&k) || __atomic_load_n(&f->inflight, __ATOMIC_ACQUIRE) > 0) {
+		struct sbc_event ev;
+		if (!cancelled && (__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE) || ended)) {
+			sbc_call_cancel(&k);
+			cancelled = 1;
+		}
+		if (!sbc_next(&c, 50, &ev))
+			continue;
+		switch (ev.kind) {
+		case SBC_EV_RECV:
+			if (!ev.msg) {
+				ended = 1;
+				break;
+			}
+			{
+				Streambus__V1__FollowResponse *m = (Streambus__V1__FollowResponse *)sbc_unpack(
+					&streambus__v1__follow_response__descriptor, ev.msg);
+				rc = m ? take_response(f, m) : SB_EBADBATCH;
+				if (m)
+					protobuf_c_message_free_unpacked(&m->base, NULL);
+				if (rc) {
+					SB_WARN("follow_session_error", "leader=%s error=\"%s\"", addr, sb_strerror(rc));
+					ended = 1;
+					break;
+				}
+				progressed = 1;
+			}
+			if (sbc_call_recv(&k))
+				ended = 1;
+			break;
+		case SBC_EV_SENT:
+		case SBC_EV_WAKE:
+			if (!ev.ok && ev.kind == SBC_EV_SENT)
+				ended = 1;
+			else if (!k.send_busy && !ended && !cancelled && send_state(f, &k, 0))
+				ended = 1;
+			break;
+		case SBC_EV_STATUS:
+			sbc_call_status(&k, &st);
+			ended = 1;
+			if (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE))
+				SB_LOG_RATELIMITED(SB_LEVEL_WARN, 5000, "follow_stream_ended", "leader=%s status=%s message=\"%s\"",
+						   addr, sbc_status_name(st.code), st.msg);
+			break;
+		default:
+			break;
+		}
+	}
+	pthread_mutex_lock(&f->wake_lock);
+	f->k = NULL;
+	pthread_mutex_unlock(&f->wake_lock);
+	sbc_call_fini(&k);
+	sbc_conn_fini(&c);
+	return progressed;
+}
+
+static void *follower_main(void *arg)
+{
+	struct sb_repl_follower *f = arg;
+	int64_t backoff = SB_REPL_BACKOFF_MIN_MS;
+	char addr[256];
+	while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+		int32_t leader = sb_repl_leader(f->r, addr, sizeof addr);
+		if (leader >= 0 && leader != f->r->node_id && session(f, addr))
+			backoff = SB_REPL_BACKOFF_MIN_MS;
+		else if ((backoff *= 2) > SB_REPL_BACKOFF_MAX_MS)
+			backoff = SB_REPL_BACKOFF_MAX_MS;
+		for (int64_t t = 0; t < backoff && !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE); t += 10)
+			usleep(10000);
+	}
+	free_parts(f->parts, f->nparts);
+	f->parts = NULL;
+	f->nparts = 0;
+	return NULL;
+}
+
+int sb_repl__follower_start(struct sb_repl *r)
+{
+	struct sb_repl_follower *f = calloc(1, sizeof *f);
+	if (!f)
+		return -ENOMEM;
+	f->r = r;
+	pthread_mutex_init(&f->wake_lock, NULL);
+	int rc = pthread_create(&r->follower, NULL, follower_main, f);
+	if (rc) {
+		pthread_mutex_destroy(&f->wake_lock);
+		free(f);
+		return -rc;
+	}
+	r->fol = f;
+	r->follower_started = 1;
+	return 0;
+}
+
+void sb_repl__follower_stop(struct sb_repl *r)
+{
+	struct sb_repl_follower *f = r->fol;
+	if (!r->follower_started)
+		return;
+	__atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&f->wake_lock);
+	if (f->k)
+		sbc_call_wake(f->k); /* the session loop sees stop at once */
+	pthread_mutex_unlock(&f->wake_lock);
+	pthread_join(r->follower, NULL);
+	r->follower_started = 0;
+	pthread_mutex_destroy(&f->wake_lock);
+	free(f);
+	r->fol = NULL;
+}
