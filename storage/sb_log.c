@@ -781,3 +781,88 @@ int sb_log_roll(struct sb_log *log)
 	sb_ioloop_wait(log->loop, roll_finished, &w);
 	return log->failed ? SB_EFAILED : 0;
 }
+
+/* ---- replication support: truncation and epoch ends ---- */
+
+int sb_log_truncate(struct sb_log *log, int64_t offset)
+{
+	int rc = 0;
+	pthread_mutex_lock(&log->lock);
+	struct sb_segment *act = sb_log__active(log);
+	if (log->closing)
+		rc = SB_ECLOSED;
+	else if (log->failed)
+		rc = SB_EFAILED;
+	else if (offset >= log->next_offset)
+		rc = 0;
+	else if (!sb_log__drained(log) || log->stable_end != log->next_offset)
+		rc = SB_EBUSY;
+	else if (offset < act->base_offset)
+		rc = SB_EINVAL;
+	else {
+		uint64_t old_size = act->size;
+		rc = sb_segment_truncate(act, offset);
+		if (rc && rc != SB_EINVAL) {
+			log->failed = rc; /* the file no longer matches what we know */
+			SB_ERROR("log_failed", "log=%s op=truncate error=\"%s\"", log->name, sb_strerror(rc));
+		}
+		if (!rc) {
+			SB_INFO("log_truncated", "log=%s from=%" PRId64 " to=%" PRId64 " bytes_cut=%" PRIu64, log->name,
+				log->next_offset, offset, old_size - act->size);
+			log->total_bytes -= old_size - act->size;
+			log->next_offset = log->stable_end = log->written_end = log->synced_end = offset;
+			log->sync_target = offset;
+			log->stable_pos = log->written_pos = log->plan_pos = log->sync_target_pos = act->size;
+			log->last_epoch = act->last_epoch;
+			for (uint32_t i = log->nsegs - 1; i-- > 0 && log->last_epoch < 0;)
+				log->last_epoch = log->segs[i]->last_epoch;
+			if (log->visible_end > offset) { /* only after an unclean promotion */
+				SB_WARN("log_truncated_below_hw", "log=%s readable_end=%" PRId64 " to=%" PRId64
+					" hint=\"readers may have seen records that are now gone\"",
+					log->name, log->visible_end, offset);
+				log->visible_end = offset;
+			}
+		}
+	}
+	pthread_mutex_unlock(&log->lock);
+	return rc;
+}
+
+int sb_log_epoch_end(struct sb_log *log, int32_t epoch, int64_t *end)
+{
+	int64_t at = -1;
+	pthread_mutex_lock(&log->lock);
+	*end = log->stable_end;
+	if (log->last_epoch > epoch) {
+		for (uint32_t i = 0; i < log->nsegs; i++)
+			if (log->segs[i]->last_epoch > epoch) {
+				at = log->segs[i]->base_offset; /* the first later batch is in this segment */
+				break;
+			}
+	}
+	pthread_mutex_unlock(&log->lock);
+	while (at >= 0) {
+		struct sb_log_read rd;
+		int rc = sb_log_read_stable(log, at, 1u << 20, &rd);
+		if (rc)
+			return rc;
+		if (rd.len == 0)
+			return 0; /* none: the end stands */
+		for (size_t off = 0; off < rd.len;) {
+			struct sb_batch_header h;
+			if (sb_batch_parse_header(rd.data + off, rd.len - off, &h)) {
+				free(rd.buf);
+				return SB_ECORRUPT;
+			}
+			if (h.leader_epoch > epoch) {
+				*end = h.base_offset;
+				free(rd.buf);
+				return 0;
+			}
+			off += (size_t)sb_batch_total_bytes(&h);
+		}
+		at = rd.next_offset;
+		free(rd.buf);
+	}
+	return 0;
+}

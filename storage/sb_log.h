@@ -143,6 +143,22 @@ int sb_log_append(struct sb_log *log, const void *data, size_t len, int32_t lead
 int sb_log_append_replica(struct sb_log *log, const void *data, size_t len, sb_append_cb cb,
 			  void *arg) SB_MUST_CHECK;
 
+/* Removes every record at or after offset (a follower dropping a suffix
+ * its new leader does not have). offset must be a batch boundary inside the
+ * active segment, with no append in flight. Below the readable end (after
+ * an unclean promotion) the readable end comes down too, with a warning.
+ * Durable before it returns. 0 (also when offset >= the end), SB_EINVAL
+ * (not a boundary, or in a sealed segment: a truncation there is not
+ * supported), SB_EBUSY (appends in flight), SB_EFAILED, SB_ECLOSED, -errno
+ * (the log then fails, sticky). Not on the I/O loop thread. */
+int sb_log_truncate(struct sb_log *log, int64_t offset) SB_MUST_CHECK;
+
+/* The end of `epoch` in this log: the base offset of the first batch
+ * written in a later epoch, or the acknowledged end if there is none (what
+ * a leader tells a follower whose last epoch is `epoch`, as in Kafka's
+ * KIP-101). 0, SB_ECORRUPT, -errno. */
+int sb_log_epoch_end(struct sb_log *log, int32_t epoch, int64_t *end) SB_MUST_CHECK;
+
 /* Caps the readable end of a replicated log at hw (the high watermark the
  * replication module computed, or learned from the leader). Readers, tail
  * waiters and sb_log_read see [log_start, min(stable_end, hw)); the readable

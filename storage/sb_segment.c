@@ -149,7 +149,9 @@ static int window_fill(struct sb_segment *seg, struct window *w, size_t *at, siz
 	return 0;
 }
 
-static int scan_file(struct sb_segment *seg, int32_t min_epoch, struct sb_scan_result *res)
+/* Scans from the start, rebuilding the index, until the file's end, the
+ * first invalid batch, or the batch that starts at stop_at. */
+static int scan_file(struct sb_segment *seg, int32_t min_epoch, int64_t stop_at, struct sb_scan_result *res)
 {
 	struct window w = {0};
 	size_t at = 0;
@@ -162,7 +164,7 @@ static int scan_file(struct sb_segment *seg, int32_t min_epoch, struct sb_scan_r
 	for (;;) {
 		struct sb_batch_header h;
 		uint64_t here = w.pos + at;
-		if (here == res->file_bytes)
+		if (here == res->file_bytes || expected == stop_at)
 			break;
 		rc = window_fill(seg, &w, &at, NULL, SB_BATCH_HEADER_BYTES, res->file_bytes, SB_RECOVERY_CHUNK_BYTES);
 		if (!rc)
@@ -218,7 +220,7 @@ int sb_segment_open_scan(struct sb_segment *seg, int writable, int32_t min_epoch
 		return rc;
 	if (res->file_bytes > SB_SEGMENT_BYTES_MAX + SB_BATCH_BYTES_MAX)
 		res->file_bytes = SB_SEGMENT_BYTES_MAX + SB_BATCH_BYTES_MAX; /* never index past 2^32 */
-	return scan_file(seg, min_epoch, res);
+	return scan_file(seg, min_epoch, INT64_MAX, res);
 }
 
 /* Reads and verifies the last indexed batch onward to learn next_offset and
@@ -393,4 +395,19 @@ int sb_segment_read(struct sb_segment *seg, int64_t offset, uint64_t start_pos, 
 	*data_off = first;
 	*len = at - first;
 	return 0;
+}
+
+int sb_segment_truncate(struct sb_segment *seg, int64_t offset)
+{
+	struct sb_scan_result res;
+	memset(&res, 0, sizeof res);
+	res.file_bytes = seg->size;
+	int rc = scan_file(seg, -1, offset, &res);
+	if (!rc && res.next_offset != offset)
+		rc = SB_EINVAL; /* not a batch boundary of this segment */
+	if (!rc)
+		rc = seg->vfs->ops->truncate(seg->vfs, seg->fd, res.valid_bytes);
+	if (!rc)
+		rc = seg->vfs->ops->datasync(seg->vfs, seg->fd);
+	return rc;
 }

@@ -103,4 +103,10 @@ int sb_segment_read(struct sb_segment *seg, int64_t offset, uint64_t start_pos, 
 		    uint64_t max_bytes, uint64_t first_read, uint8_t **buf, uint64_t *data_off,
 		    uint64_t *len, int64_t *next) SB_MUST_CHECK;
 
+/* Cuts an active segment back to the batch boundary at offset (which must
+ * be one: SB_EINVAL otherwise), rebuilding its index, and fdatasyncs it.
+ * size, next_offset and last_epoch follow. 0, SB_EINVAL, -errno (the
+ * segment's state is then undefined: fail the log). */
+int sb_segment_truncate(struct sb_segment *seg, int64_t offset) SB_MUST_CHECK;
+
 #endif

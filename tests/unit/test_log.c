@@ -862,6 +862,86 @@ static void test_hw_cap_bounds_readers_but_not_replication(void **state)
 	fx_fini(&f);
 }
 
+/* A follower cuts a divergent suffix: the log ends at the cut, keeps what
+ * was before it byte for byte, takes the next appends from there, and the
+ * cut survives a reopen. Cuts that are not batch boundaries, that reach into
+ * a sealed segment, or race appends are refused. */
+static void test_truncate_cuts_the_active_segment_at_a_batch_boundary(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	(void)state;
+	fx_init(&f, "log-truncate", 0);
+	append_many(&f, &a, 3, 10, 20, &id);               /* [0, 30) */
+	assert_int_equal(sb_log_roll(f.log), 0);             /* sealed [0, 30) */
+	append_many(&f, &a, 4, 10, 20, &id);               /* active [30, 70) */
+	struct sb_log_read before;
+	assert_int_equal(sb_log_read(f.log, 30, 1 << 20, &before), 0);
+
+	assert_int_equal(sb_log_truncate(f.log, 45), SB_EINVAL); /* inside a batch */
+	assert_int_equal(sb_log_truncate(f.log, 20), SB_EINVAL); /* in the sealed segment */
+	assert_int_equal(sb_log_truncate(f.log, 70), 0);         /* at the end: nothing to do */
+	assert_int_equal(sb_log_truncate(f.log, 50), 0);
+	struct sb_log_info li;
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.stable_end, 50);
+	assert_int_equal(li.next_offset, 50);
+	assert_int_equal(li.high_watermark, 50);
+	struct sb_log_read rd;
+	assert_int_equal(sb_log_read(f.log, 30, 1 << 20, &rd), 0);
+	assert_int_equal(rd.next_offset, 50);
+	assert_memory_equal(rd.data, before.data, rd.len); /* the kept prefix is untouched */
+	free(rd.buf);
+	free(before.buf);
+	assert_int_equal(sb_log_read(f.log, 55, 1 << 20, &rd), SB_ERANGE_HIGH);
+
+	/* Appends continue at 50, and everything reads back in order. */
+	id = 50;
+	append_many(&f, &a, 2, 10, 20, &id);
+	assert_int_equal(a.last_base, 60);
+	assert_int_equal(read_all_check(f.log, 0, 20, 1 << 20), 70);
+	sb_log_close(f.log);
+	fx_open(&f, 0);
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.stable_end, 70);
+	assert_int_equal(read_all_check(f.log, 0, 20, 1 << 20), 70);
+	fx_fini(&f);
+}
+
+/* The end of an epoch is the base of the first batch of a later epoch, in
+ * the active segment or a sealed one, or the log end. */
+static void test_epoch_end_finds_the_first_batch_of_a_later_epoch(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	int64_t end;
+	int want = 0;
+	(void)state;
+	fx_init(&f, "log-epoch-end", 0);
+	static const int32_t epochs[] = {1, 1, 2, 2, 2, 5, 5};
+	for (int i = 0; i < 7; i++) {
+		size_t len;
+		uint8_t *b = sbt_batch((uint64_t)i * 10, 10, 20, TS0, &len);
+		assert_int_equal(sb_log_append(f.log, b, len, epochs[i], on_ack, &a), 0);
+		free(b);
+		run_until_acked(&f, &a, ++want);
+		if (i == 3)
+			assert_int_equal(sb_log_roll(f.log), 0); /* [0, 40) sealed: epochs 1, 2 */
+	}
+	assert_int_equal(sb_log_epoch_end(f.log, 0, &end), 0);
+	assert_int_equal(end, 0);
+	assert_int_equal(sb_log_epoch_end(f.log, 1, &end), 0);
+	assert_int_equal(end, 20);  /* in the sealed segment */
+	assert_int_equal(sb_log_epoch_end(f.log, 2, &end), 0);
+	assert_int_equal(end, 50);  /* in the active one */
+	assert_int_equal(sb_log_epoch_end(f.log, 3, &end), 0);
+	assert_int_equal(end, 50);  /* epochs 3 and 4 never wrote */
+	assert_int_equal(sb_log_epoch_end(f.log, 5, &end), 0);
+	assert_int_equal(end, 70);  /* the latest epoch: the end */
+	fx_fini(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -884,6 +964,8 @@ int main(void)
 		cmocka_unit_test(test_roll_request_while_appending_is_served),
 		cmocka_unit_test(test_replica_appends_keep_the_leaders_offsets_and_bytes),
 		cmocka_unit_test(test_hw_cap_bounds_readers_but_not_replication),
+		cmocka_unit_test(test_truncate_cuts_the_active_segment_at_a_batch_boundary),
+		cmocka_unit_test(test_epoch_end_finds_the_first_batch_of_a_later_epoch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
