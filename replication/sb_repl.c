@@ -2,11 +2,13 @@
  * high watermark (sb_repl.h). */
 #include "sb_repl_internal.h"
 
+#include "client.h"
 #include "sb_logging.h"
 #include "sb_logmgr.h"
 #include "sb_path.h"
 #include "sb_time.h"
 #include "sb_vfs.h"
+#include "streambus/v1/streambus.pb-c.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -85,7 +87,7 @@ static int state_read(struct sb_repl *r, int64_t *epoch, int32_t *leader)
 		return -ENOMEM;
 	}
 	text[len] = 0;
-	if (sscanf(text, "epoch=%lld\nleader=%d", &e, &l) != 2 || e < 0 || l < 0)
+	if (sscanf(text, "epoch=%lld\nleader=%d", &e, &l) != 2 || e < 0 || l < -1)
 		rc = SB_ECORRUPT;
 	free(text);
 	*epoch = e;
@@ -96,24 +98,108 @@ static int state_read(struct sb_repl *r, int64_t *epoch, int32_t *leader)
 int sb_repl__adopt_epoch(struct sb_repl *r, int64_t epoch, int32_t leader_id)
 {
 	pthread_mutex_lock(&r->lock);
-	if (epoch <= r->epoch) {
+	if (epoch <= r->epoch || r->nnodes <= 1) {
 		pthread_mutex_unlock(&r->lock);
 		return 0;
 	}
-	if (leader_id < 0)
-		leader_id = r->leader_id == r->node_id ? -1 : r->leader_id; /* unknown */
-	int was_leader = r->role == SB_ROLE_LEADER && leader_id != r->node_id;
+	if (leader_id >= 0 && sb_repl__node_index(r, leader_id) < 0)
+		leader_id = -1; /* not one of ours: learn the epoch, find the leader later */
+	int step_down = r->role == SB_ROLE_LEADER && leader_id != r->node_id;
 	r->epoch = epoch;
-	if (leader_id >= 0)
-		r->leader_id = leader_id;
-	leader_id = r->leader_id;
-	if (was_leader)
-		r->fenced = 1; /* someone else leads a newer epoch: stop taking writes */
+	r->leader_id = leader_id;
+	if (step_down)
+		r->role = SB_ROLE_FOLLOWER;
 	pthread_mutex_unlock(&r->lock);
 	int rc = state_write(r, epoch, leader_id);
-	SB_INFO("epoch_adopted", "epoch=%" PRId64 " leader=%d fenced=%d persisted=\"%s\"", epoch, leader_id,
-		was_leader, rc ? sb_strerror(rc) : "ok");
+	SB_INFO("epoch_adopted", "epoch=%" PRId64 " leader=%d stepped_down=%d persisted=\"%s\"", epoch, leader_id,
+		step_down, rc ? sb_strerror(rc) : "ok");
+	if (step_down)
+		sb_repl__become_follower(r);
 	return rc;
+}
+
+/* Fails every ACKS_ALL request still waiting on this node's partitions. */
+static void wake_all_waiters(struct sb_repl *r)
+{
+	pthread_mutex_lock(&r->apply);
+	pthread_mutex_lock(&r->lock);
+	struct pset *s = r->cur;
+	if (s)
+		s->refs++;
+	pthread_mutex_unlock(&r->lock);
+	for (uint32_t i = 0; s && i < s->n; i++)
+		sb_log_wake_waiters(s->v[i]->log);
+	pthread_mutex_lock(&r->lock);
+	sb_repl__pset_unref(r, s);
+	sb_repl__unlock(r);
+	pthread_mutex_unlock(&r->apply);
+}
+
+void sb_repl__become_follower(struct sb_repl *r)
+{
+	SB_WARN("stepped_down", "node=%d hint=\"another node leads a newer epoch: following it\"", r->node_id);
+	sb_repl__streams_end(r);
+	wake_all_waiters(r);
+	pthread_mutex_lock(&r->lock);
+	int start = !r->stopping && !r->follower_started;
+	pthread_mutex_unlock(&r->lock);
+	if (start && sb_repl__follower_start(r))
+		SB_ERROR("follower_start_failed", "node=%d", r->node_id);
+}
+
+void sb_repl_announce(struct sb_repl *r, int64_t *epoch, int32_t *leader_id)
+{
+	if (*epoch > 0)
+		(void)sb_repl__adopt_epoch(r, *epoch, *leader_id);
+	pthread_mutex_lock(&r->lock);
+	*epoch = r->epoch;
+	*leader_id = r->leader_id;
+	pthread_mutex_unlock(&r->lock);
+}
+
+int sb_repl_promote(struct sb_repl *r, int32_t node_id, int unclean, struct sb_repl_promotion *out)
+{
+	memset(out, 0, sizeof *out);
+	if (node_id != r->node_id || r->nnodes <= 1)
+		return SB_EINVAL;
+	pthread_mutex_lock(&r->lock);
+	out->was_in_sync = r->fol_in_sync;
+	out->records_at_risk = __atomic_load_n(&r->fol_lag, __ATOMIC_ACQUIRE);
+	if (r->role == SB_ROLE_LEADER) {
+		out->epoch = r->epoch;
+		out->leader_id = r->leader_id;
+		out->was_in_sync = 1;
+		out->records_at_risk = 0;
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	int64_t epoch = r->epoch + 1;
+	pthread_mutex_unlock(&r->lock);
+	if (!out->was_in_sync && !unclean)
+		return SB_ENOTLEADER;
+	/* Durable first: a node that crashes right after still knows it leads. */
+	int rc = state_write(r, epoch, r->node_id);
+	if (rc)
+		return rc;
+	sb_repl__follower_stop(r);
+	pthread_mutex_lock(&r->lock);
+	if (epoch <= r->epoch) { /* someone announced a newer epoch meanwhile */
+		pthread_mutex_unlock(&r->lock);
+		return SB_EFENCED;
+	}
+	r->epoch = epoch;
+	r->leader_id = r->node_id;
+	r->role = SB_ROLE_LEADER;
+	r->connected = 0;
+	r->gen++; /* fresh partition set: every cap is applied anew */
+	pthread_cond_broadcast(&r->tick_cv); /* announce now */
+	out->epoch = epoch;
+	out->leader_id = r->node_id;
+	pthread_mutex_unlock(&r->lock);
+	sb_repl__apply_caps(r);
+	SB_WARN("promoted", "node=%d epoch=%" PRId64 " was_in_sync=%d records_at_risk=%" PRId64, r->node_id, epoch,
+		out->was_in_sync, out->records_at_risk);
+	return 0;
 }
 
 int sb_repl_open(const struct sb_repl_options *o, struct sb_repl **out)
@@ -147,6 +233,7 @@ int sb_repl_open(const struct sb_repl_options *o, struct sb_repl **out)
 		snprintf(r->nodes[0].address, sizeof r->nodes[0].address, "local");
 		r->role = SB_ROLE_LEADER;
 		r->leader_id = o->node_id;
+		r->ready = 1;
 		*out = r;
 		return 0;
 	}
@@ -172,7 +259,7 @@ int sb_repl_open(const struct sb_repl_options *o, struct sb_repl **out)
 	}
 	if (rc)
 		goto fail;
-	if (sb_repl__node_index(r, r->leader_id) < 0) {
+	if (r->leader_id >= 0 && sb_repl__node_index(r, r->leader_id) < 0) {
 		SB_ERROR("repl_bad_state", "leader=%d hint=\"the persisted leader is not in --peers\"", r->leader_id);
 		rc = SB_EBADCONFIG;
 		goto fail;
@@ -197,7 +284,7 @@ int sb_repl_clustered(const struct sb_repl *r)
 int sb_repl_is_leader(struct sb_repl *r)
 {
 	pthread_mutex_lock(&r->lock);
-	int yes = r->role == SB_ROLE_LEADER && !r->fenced;
+	int yes = r->role == SB_ROLE_LEADER && r->ready;
 	pthread_mutex_unlock(&r->lock);
 	return yes;
 }
@@ -380,7 +467,7 @@ static struct pset *pset_build(struct sb_repl *r, const struct pset *old)
 			snprintf(rp->topic, sizeof rp->topic, "%s", nm.v[i]);
 			rp->partition = p;
 			rp->min_insync = sb_topic_config(t)->min_insync_replicas;
-			rp->cap = INT64_MAX;
+			rp->cap = -2; /* unknown: the first apply sets it */
 			rp->t = t;
 			for (int k = 0; k < SB_REPL_NODES_MAX; k++)
 				rp->acked[k] = -1;
@@ -389,7 +476,8 @@ static struct pset *pset_build(struct sb_repl *r, const struct pset *old)
 				memcpy(rp->acked, prev->acked, sizeof rp->acked);
 				memcpy(rp->caught_up_ms, prev->caught_up_ms, sizeof rp->caught_up_ms);
 				memcpy(rp->in_sync, prev->in_sync, sizeof rp->in_sync);
-				rp->cap = prev->cap;
+				if (r->role == SB_ROLE_LEADER)
+					rp->cap = prev->cap;
 			}
 			rp->index = s->n;
 			s->v[s->n++] = rp;
@@ -506,6 +594,18 @@ void sb_repl__apply_caps(struct sb_repl *r)
 
 /* ---- the ticker: the in-sync set moves with time, not only with acks ---- */
 
+/* Lock held: followers in sync on every partition (connected ones when
+ * there are no partitions). */
+static uint32_t isr_all_mask(const struct sb_repl *r, const struct pset *s)
+{
+	uint32_t mask = r->connected & ~(1u << r->self);
+	for (uint32_t i = 0; s && i < s->n; i++)
+		for (int k = 0; k < r->nnodes; k++)
+			if (!s->v[i]->in_sync[k])
+				mask &= ~(1u << k);
+	return mask;
+}
+
 static void *ticker_main(void *arg)
 {
 	struct sb_repl *r = arg;
@@ -531,28 +631,124 @@ static void *ticker_main(void *arg)
 							s->v[i]->topic, s->v[i]->partition, r->nodes[k].id,
 							s->v[i]->in_sync[k], s->v[i]->acked[k]);
 				}
+		uint32_t mask = isr_all_mask(r, s);
+		int changed = mask != r->isr_all;
+		r->isr_all = mask;
 		sb_repl__pset_unref(r, s);
 		sb_repl__unlock(r);
 		sb_repl__apply_caps(r);
+		if (changed)
+			sb_repl__streams_wake(r); /* followers learn whether they are in sync */
+		pthread_mutex_lock(&r->lock);
+	}
+	sb_repl__unlock(r);
+	return NULL;
+}
+
+/* ---- announcements: how epochs travel between nodes ---- */
+
+/* Tells the peers (all of them, or only those not already connected to
+ * this node's leadership) the epoch and leader we know, adopting any newer
+ * one they answer with. conns[i] is the channel to node i. */
+static void announce_round(struct sb_repl *r, struct sbc_conn *conns, int all)
+{
+	pthread_mutex_lock(&r->lock);
+	int64_t epoch = r->epoch;
+	int32_t leader = r->leader_id;
+	int role = r->role;
+	uint32_t connected = r->connected;
+	int session_up = r->fol_session_up;
+	pthread_mutex_unlock(&r->lock);
+	for (int i = 0; i < r->nnodes; i++) {
+		Streambus__V1__AnnounceRequest q = STREAMBUS__V1__ANNOUNCE_REQUEST__INIT;
+		Streambus__V1__AnnounceResponse *a = NULL;
+		struct sbc_status st;
+		if (i == r->self)
+			continue;
+		if (!all && role == SB_ROLE_LEADER && ((connected >> i) & 1))
+			continue; /* it follows us: it knows */
+		if (!all && role == SB_ROLE_FOLLOWER && r->nodes[i].id == leader && session_up)
+			continue; /* our leader, and we hear from it */
+		q.epoch = epoch;
+		q.leader_id = leader;
+		q.node_id = r->node_id;
+		if (sbc_unary(&conns[i], "/streambus.v1.Replication/Announce", &q.base,
+			      &streambus__v1__announce_response__descriptor, (ProtobufCMessage **)&a, &st))
+			continue; /* down or unreachable: next round */
+		if (a->epoch > epoch)
+			(void)sb_repl__adopt_epoch(r, a->epoch, a->leader_id);
+		protobuf_c_message_free_unpacked(&a->base, NULL);
+	}
+}
+
+static void conns_init(struct sb_repl *r, struct sbc_conn *conns)
+{
+	for (int i = 0; i < r->nnodes; i++)
+		if (i != r->self)
+			sbc_conn_init(&conns[i], r->nodes[i].address, SB_REPL_ANNOUNCE_MS / 1000.0);
+}
+
+static void conns_fini(struct sb_repl *r, struct sbc_conn *conns)
+{
+	for (int i = 0; i < r->nnodes; i++)
+		if (i != r->self)
+			sbc_conn_fini(&conns[i]);
+}
+
+static void *announcer_main(void *arg)
+{
+	struct sb_repl *r = arg;
+	struct sbc_conn conns[SB_REPL_NODES_MAX];
+	conns_init(r, conns);
+	pthread_mutex_lock(&r->lock);
+	while (!r->stopping) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SB_REPL_ANNOUNCE_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&r->tick_cv, &r->lock, &ts);
+		if (r->stopping)
+			break;
+		pthread_mutex_unlock(&r->lock);
+		announce_round(r, conns, 0);
 		pthread_mutex_lock(&r->lock);
 	}
 	pthread_mutex_unlock(&r->lock);
+	conns_fini(r, conns);
 	return NULL;
 }
 
 int sb_repl_start(struct sb_repl *r)
 {
+	struct sbc_conn conns[SB_REPL_NODES_MAX];
 	if (r->nnodes <= 1)
 		return 0;
+	/* Before taking writes: does a peer know a newer epoch (were we replaced
+	 * while we were away)? Peers that do not answer within the timeout are
+	 * taken to be down. */
+	conns_init(r, conns);
+	announce_round(r, conns, 1);
+	conns_fini(r, conns);
+	pthread_mutex_lock(&r->lock);
+	r->ready = 1;
+	int follower = r->role == SB_ROLE_FOLLOWER;
+	pthread_mutex_unlock(&r->lock);
 	int rc = pthread_create(&r->ticker, NULL, ticker_main, r);
 	if (rc)
 		return -rc;
 	r->ticker_started = 1;
-	if (r->role == SB_ROLE_FOLLOWER) {
+	rc = pthread_create(&r->announcer, NULL, announcer_main, r);
+	if (rc)
+		return -rc;
+	r->announcer_started = 1;
+	if (follower && !r->follower_started) {
 		rc = sb_repl__follower_start(r);
 		if (rc)
 			return rc;
 	}
+	SB_INFO("repl_started", "node=%d role=%s epoch=%" PRId64 " leader=%d", r->node_id,
+		follower ? "follower" : "leader", sb_repl_epoch(r), sb_repl_leader(r, NULL, 0));
 	return 0;
 }
 
@@ -566,6 +762,10 @@ void sb_repl_stop(struct sb_repl *r)
 	if (r->ticker_started) {
 		pthread_join(r->ticker, NULL);
 		r->ticker_started = 0;
+	}
+	if (r->announcer_started) {
+		pthread_join(r->announcer, NULL);
+		r->announcer_started = 0;
 	}
 	sb_repl__streams_end(r);
 }

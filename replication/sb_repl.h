@@ -47,6 +47,9 @@ struct sb_repl;
 #define SB_REPL_PARTITION_BYTES 1048576u
 /* How often the in-sync set is re-evaluated. */
 #define SB_REPL_TICK_MS 50
+/* Nodes that are not connected to the leader as followers are told the
+ * epoch this often (and asked for theirs). */
+#define SB_REPL_ANNOUNCE_MS 1000
 /* A follower's reconnect back-off bounds. */
 #define SB_REPL_BACKOFF_MIN_MS 100
 #define SB_REPL_BACKOFF_MAX_MS 2000
@@ -86,7 +89,7 @@ void sb_repl_close(struct sb_repl *r);
 /* ---- what the rest of the server asks ---- */
 
 int sb_repl_clustered(const struct sb_repl *r);  /* more than one node configured */
-int sb_repl_is_leader(struct sb_repl *r);        /* takes writes (and is not fenced) */
+int sb_repl_is_leader(struct sb_repl *r);        /* leads, and start-up found no newer epoch */
 int64_t sb_repl_epoch(struct sb_repl *r);
 int32_t sb_repl_node_id(const struct sb_repl *r);
 /* The leader's id and address ("" if unknown); returns the id or -1. */
@@ -100,6 +103,27 @@ int sb_repl_nodes(struct sb_repl *r, struct sb_repl_node *nodes, const char **ro
 int sb_repl_insync(struct sb_repl *r, const char *topic, int32_t partition, int32_t *ids, int cap);
 /* The leader created or deleted a topic: followers get the new list. */
 void sb_repl_topics_changed(struct sb_repl *r);
+
+/* ---- leadership changes ---- */
+
+struct sb_repl_promotion {
+	int64_t epoch;          /* the epoch now in force */
+	int32_t leader_id;
+	int64_t records_at_risk; /* records the old leader had that this node lacks (last seen) */
+	int was_in_sync;
+};
+
+/* Admin.Promote on this node: makes it the leader with the next epoch
+ * (persisted), stops following, and announces the change to the peers.
+ * Refused unless it is this node's id (SB_EINVAL), or when it is not in
+ * sync and !unclean (SB_ENOTLEADER: out->records_at_risk says how far
+ * behind it is). Promoting the current leader is a no-op. 0 or an error. */
+int sb_repl_promote(struct sb_repl *r, int32_t node_id, int unclean, struct sb_repl_promotion *out) SB_MUST_CHECK;
+
+/* Replication.Announce: a peer says it knows (epoch, leader). A higher
+ * epoch is adopted (a leader that is not the new one steps down and
+ * follows). *epoch and *leader_id return this node's view afterwards. */
+void sb_repl_announce(struct sb_repl *r, int64_t *epoch, int32_t *leader_id);
 
 /* ---- the leader's side of streambus.v1.Replication/Follow ---- */
 

@@ -34,6 +34,7 @@ struct fol_part {
 	struct sb_log *log;
 	int64_t acked; /* atomic: durable end (append callbacks) */
 	int64_t sent;  /* acked as last sent to the leader */
+	int64_t leader_end; /* the leader's acknowledged end, as last seen */
 };
 
 struct sb_repl_follower {
@@ -152,6 +153,9 @@ static int refresh_parts(struct sb_repl_follower *f)
 			if (old) {
 				fp->acked = old->acked;
 				fp->sent = old->sent;
+				fp->leader_end = old->leader_end;
+			} else {
+				fp->sent = -1; /* new here: the leader hears where it stands */
 			}
 			v[n++] = fp;
 		}
@@ -288,7 +292,35 @@ static int take_data(struct sb_repl_follower *f, const Streambus__V1__ReplicaDat
 		}
 	}
 	sb_log_set_hw_cap(p->log, d->high_watermark);
+	p->leader_end = d->log_end_offset;
 	return 0;
+}
+
+/* Cuts a partition back to where the leader says the logs part. */
+static int take_truncation(struct sb_repl_follower *f, const Streambus__V1__ReplicaTruncation *t)
+{
+	struct fol_part *p = find_part(f, t->topic, t->partition);
+	if (!p)
+		return 0;
+	wait_appends(f);
+	int rc = sb_log_truncate(p->log, t->offset);
+	SB_WARN("replica_truncated", "topic=%s partition=%d to=%" PRId64 " result=\"%s\"%s", p->topic,
+		p->partition, t->offset, rc ? sb_strerror(rc) : "ok",
+		rc == SB_EINVAL ? " hint=\"the divergence lies in a sealed segment: not supported yet\"" : "");
+	if (!rc)
+		p->acked = p->sent = t->offset;
+	return rc;
+}
+
+/* Records behind the leader's end, over every partition (as last seen). */
+static int64_t lag(const struct sb_repl_follower *f)
+{
+	int64_t n = 0;
+	for (uint32_t i = 0; i < f->nparts; i++) {
+		int64_t d = f->parts[i]->leader_end - __atomic_load_n(&f->parts[i]->acked, __ATOMIC_ACQUIRE);
+		n += d > 0 ? d : 0;
+	}
+	return n;
 }
 
 /* ---- the session ---- */
@@ -351,17 +383,30 @@ static int take_response(struct sb_repl_follower *f, const Streambus__V1__Follow
 		if (rc)
 			return rc;
 	}
+	for (size_t i = 0; i < m->n_truncations; i++) {
+		int rc = take_truncation(f, m->truncations[i]);
+		if (rc)
+			return rc;
+	}
 	for (size_t i = 0; i < m->n_data; i++) {
 		int rc = take_data(f, m->data[i]);
 		if (rc)
 			return rc;
 	}
+	int in_sync = 0;
+	for (size_t i = 0; i < m->n_in_sync_nodes; i++)
+		in_sync |= m->in_sync_nodes[i] == r->node_id;
+	pthread_mutex_lock(&r->lock);
+	r->fol_in_sync = in_sync;
+	r->fol_session_up = 1;
+	pthread_mutex_unlock(&r->lock);
+	__atomic_store_n(&r->fol_lag, lag(f), __ATOMIC_RELEASE);
 	return 0;
 }
 
 /* One stream to the leader, until it breaks or we stop. Returns 1 if it got
  * as far as receiving data (reset the back-off). */
-static int session(struct sb_repl_follower *f, const char *addr)
+static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 {
 	struct sbc_conn c;
 	struct sbc_call k;
@@ -384,6 +429,10 @@ static int session(struct sb_repl_follower *f, const char *addr)
 	pthread_mutex_unlock(&f->wake_lock);
 	while (!sbc_call_idle(&k) || __atomic_load_n(&f->inflight, __ATOMIC_ACQUIRE) > 0) {
 		struct sbc_event ev;
+		if (!ended && sb_repl_leader(f->r, NULL, 0) != leader) {
+			SB_INFO("leader_changed", "old=%d new=%d", leader, sb_repl_leader(f->r, NULL, 0));
+			ended = 1; /* follow the new one */
+		}
 		if (!cancelled && (__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE) || ended)) {
 			sbc_call_cancel(&k);
 			cancelled = 1;
@@ -433,6 +482,9 @@ static int session(struct sb_repl_follower *f, const char *addr)
 	pthread_mutex_lock(&f->wake_lock);
 	f->k = NULL;
 	pthread_mutex_unlock(&f->wake_lock);
+	pthread_mutex_lock(&f->r->lock);
+	f->r->fol_session_up = 0;
+	pthread_mutex_unlock(&f->r->lock);
 	sbc_call_fini(&k);
 	sbc_conn_fini(&c);
 	return progressed;
@@ -445,7 +497,7 @@ static void *follower_main(void *arg)
 	char addr[256];
 	while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
 		int32_t leader = sb_repl_leader(f->r, addr, sizeof addr);
-		if (leader >= 0 && leader != f->r->node_id && session(f, addr))
+		if (leader >= 0 && leader != f->r->node_id && session(f, leader, addr))
 			backoff = SB_REPL_BACKOFF_MIN_MS;
 		else if ((backoff *= 2) > SB_REPL_BACKOFF_MAX_MS)
 			backoff = SB_REPL_BACKOFF_MAX_MS;

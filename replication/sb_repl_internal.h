@@ -56,7 +56,7 @@ struct sb_repl {
 	enum sb_repl_role role;
 	int32_t leader_id;
 	int64_t epoch;
-	int fenced;              /* met a higher epoch: takes no writes */
+	int ready;               /* start-up checked the peers' epochs: a leader may take writes */
 	uint64_t gen;            /* bumped by every topic change */
 	struct pset *cur;
 	struct pset *dead;       /* sets whose last reference went: freed by sb_repl__unlock */
@@ -65,8 +65,13 @@ struct sb_repl {
 	struct fstream *by_node[SB_REPL_NODES_MAX]; /* the stream each follower is connected by */
 	int stopping;
 
-	pthread_t ticker, follower;
-	int ticker_started, follower_started;
+	uint32_t isr_all;        /* bit per node index: in sync on every partition (leader's view) */
+	int fol_in_sync;         /* follower: the leader listed this node in sync at last contact */
+	int fol_session_up;      /* follower: the Follow stream delivers */
+	int64_t fol_lag;         /* follower: records behind the leader's end, as last seen (atomic) */
+
+	pthread_t ticker, follower, announcer;
+	int ticker_started, follower_started, announcer_started;
 	pthread_cond_t tick_cv;
 	struct sb_repl_follower *fol;
 };
@@ -102,6 +107,10 @@ void sb_repl__apply_caps(struct sb_repl *r);
 /* Persists a higher epoch (and leader) met on the wire. Lock NOT held.
  * 0 or -errno. */
 int sb_repl__adopt_epoch(struct sb_repl *r, int64_t epoch, int32_t leader_id);
+
+/* Steps down to follow leader_id at epoch (lock NOT held): ends the Follow
+ * streams, fails waiting ACKS_ALL requests, starts the follower thread. */
+void sb_repl__become_follower(struct sb_repl *r);
 
 /* Leader streams (sb_repl_leader.c): wake all (topics changed) / end all. */
 void sb_repl__streams_wake(struct sb_repl *r);

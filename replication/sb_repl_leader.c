@@ -35,6 +35,7 @@ struct fstream;
 struct fpart {
 	struct fstream *s;
 	int64_t fetch;   /* next offset to send */
+	int64_t trunc;   /* >= 0: tell the follower to cut its log back to this first */
 	int64_t sent_hw; /* high watermark the follower was last told */
 	struct sb_log_waiter w_data, w_hw;
 	int data_armed, hw_armed; /* atomics: set when armed, cleared by the waiter */
@@ -44,7 +45,9 @@ struct fpart {
 struct hello_ent {
 	char *topic;
 	int32_t partition;
-	int64_t end;
+	int64_t end;        /* the follower's log end */
+	int32_t last_epoch; /* epoch of its last batch */
+	int64_t start;      /* where it continues: end, or the divergence point */
 };
 
 struct fstream {
@@ -65,6 +68,7 @@ struct fstream {
 	struct fpart *fp;
 	uint64_t topics_gen_sent;
 	int topics_sent;
+	uint32_t isr_sent;    /* r->isr_all as last sent; ~0 before the first */
 	uint32_t rr;
 	struct hello_ent *hello;
 	uint32_t nhello;
@@ -246,6 +250,8 @@ static grpc_status_code take_hello(struct fstream *s, const Streambus__V1__Follo
 		}
 		s->hello[s->nhello].partition = p->partition;
 		s->hello[s->nhello].end = p->end_offset;
+		s->hello[s->nhello].last_epoch = p->last_epoch;
+		s->hello[s->nhello].start = p->end_offset;
 		s->nhello++;
 	}
 	qsort(s->hello, s->nhello, sizeof *s->hello, cmp_hello);
@@ -256,21 +262,31 @@ static grpc_status_code take_hello(struct fstream *s, const Streambus__V1__Follo
 	grpc_status_code code = GRPC_STATUS_OK;
 	for (uint32_t i = 0; ps && i < ps->n && code == GRPC_STATUS_OK; i++) {
 		struct rpart *rp = ps->v[i];
-		const struct hello_ent *h = hello_find(s, rp->topic, rp->partition);
+		struct hello_ent *h = (struct hello_ent *)hello_find(s, rp->topic, rp->partition);
 		struct sb_log_info li;
-		if (!h)
+		int64_t epoch_end;
+		if (!h || h->end == 0)
 			continue;
 		sb_log_info(rp->log, &li);
-		if (h->end > li.stable_end) {
-			snprintf(msg, cap, "node %d holds %.100s/%d up to %" PRId64 ", past this leader's end %" PRId64
-				 ": divergent logs need truncation, which this version does not do",
-				 q->node_id, rp->topic, rp->partition, h->end, li.stable_end);
-			code = GRPC_STATUS_FAILED_PRECONDITION;
-		} else if (h->end < li.log_start) {
+		/* Where the logs part (KIP-101): the end of the follower's last
+		 * epoch in our log. What it holds past that, it must drop. */
+		int rc = sb_log_epoch_end(rp->log, h->last_epoch, &epoch_end);
+		if (rc) {
+			snprintf(msg, cap, "cannot find where %.100s/%d diverges: %s", rp->topic, rp->partition,
+				 sb_strerror(rc));
+			code = GRPC_STATUS_INTERNAL;
+			break;
+		}
+		h->start = h->end < epoch_end ? h->end : epoch_end;
+		if (h->start < li.log_start) {
 			snprintf(msg, cap, "node %d holds %.100s/%d up to %" PRId64 ", before this leader's log start %" PRId64
 				 ": catching up from a trimmed log is not supported yet",
-				 q->node_id, rp->topic, rp->partition, h->end, li.log_start);
+				 q->node_id, rp->topic, rp->partition, h->start, li.log_start);
 			code = GRPC_STATUS_FAILED_PRECONDITION;
+		} else if (h->start < h->end) {
+			SB_WARN("follower_diverged", "node=%d topic=%s partition=%d follower_end=%" PRId64
+				" follower_epoch=%d truncate_to=%" PRId64, q->node_id, rp->topic, rp->partition, h->end,
+				h->last_epoch, h->start);
 		}
 	}
 	if (code == GRPC_STATUS_OK && !ps)
@@ -285,7 +301,7 @@ static grpc_status_code take_hello(struct fstream *s, const Streambus__V1__Follo
 		for (uint32_t i = 0; i < ps->n; i++) {
 			const struct hello_ent *h = hello_find(s, ps->v[i]->topic, ps->v[i]->partition);
 			if (h)
-				sb_repl__acked(r, ps->v[i], node, h->end, now);
+				sb_repl__acked(r, ps->v[i], node, h->start, now);
 		}
 	}
 	sb_repl__pset_unref(r, ps);
@@ -384,8 +400,10 @@ static int migrate(struct fstream *s)
 			const struct fpart *old = &s->fp[sb_repl__index(s->ps, prev)];
 			fp[i].fetch = old->fetch;
 			fp[i].sent_hw = old->sent_hw;
+			fp[i].trunc = old->trunc;
 		} else {
-			fp[i].fetch = h ? h->end : 0;
+			fp[i].fetch = h ? h->start : 0;
+			fp[i].trunc = h && h->start < h->end ? h->start : -1;
 			fp[i].sent_hw = -1;
 		}
 	}
@@ -442,6 +460,9 @@ static void free_topics(struct topic_list *l)
 struct outmsg {
 	Streambus__V1__FollowResponse m;
 	struct topic_list topics;
+	Streambus__V1__ReplicaTruncation *trunc, **truncp;
+	size_t ntrunc;
+	int32_t isr[SB_REPL_NODES_MAX];
 	Streambus__V1__ReplicaData **data;
 	uint8_t **bufs; /* read buffers the data points into */
 	size_t n, cap;
@@ -451,6 +472,8 @@ struct outmsg {
 static void outmsg_free(struct outmsg *o)
 {
 	free_topics(&o->topics);
+	free(o->trunc);
+	free(o->truncp);
 	for (size_t i = 0; i < o->n; i++) {
 		free(o->data[i]);
 		free(o->bufs[i]);
@@ -481,6 +504,7 @@ static int outmsg_add(struct outmsg *o, const struct rpart *rp, const struct sb_
 	d->partition = rp->partition;
 	d->high_watermark = hw;
 	d->log_start_offset = rd->log_start;
+	d->log_end_offset = rd->stable_end;
 	if (rd->len) {
 		d->batches.data = (uint8_t *)rd->data;
 		d->batches.len = rd->len;
@@ -499,6 +523,25 @@ static int gather(struct fstream *s, struct outmsg *o, char *msg, size_t cap)
 {
 	struct pset *ps = s->ps;
 	uint32_t n = ps->n;
+	for (uint32_t i = 0; i < n; i++) { /* truncations go first, all at once */
+		if (s->fp[i].trunc < 0)
+			continue;
+		if (!o->trunc) {
+			o->trunc = calloc(n, sizeof *o->trunc);
+			o->truncp = calloc(n, sizeof *o->truncp);
+			if (!o->trunc || !o->truncp) {
+				snprintf(msg, cap, "out of memory");
+				return -ENOMEM;
+			}
+		}
+		Streambus__V1__ReplicaTruncation *t = &o->trunc[o->ntrunc];
+		streambus__v1__replica_truncation__init(t);
+		t->topic = ps->v[i]->topic;
+		t->partition = ps->v[i]->partition;
+		t->offset = s->fp[i].trunc;
+		o->truncp[o->ntrunc++] = t;
+		s->fp[i].trunc = -1;
+	}
 	for (uint32_t k = 0; k < n && o->bytes < SB_REPL_MESSAGE_BYTES; k++) {
 		uint32_t i = (s->rr + k) % n;
 		struct fpart *f = &s->fp[i];
@@ -585,10 +628,20 @@ static int pump_once(struct fstream *s)
 		end_stream(s, rc == SB_ERANGE_LOW ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_INTERNAL, msg);
 		return 1;
 	}
-	if (!o.m.has_topics && o.n == 0) {
+	pthread_mutex_lock(&r->lock);
+	uint32_t isr = r->isr_all;
+	pthread_mutex_unlock(&r->lock);
+	if (!o.m.has_topics && o.n == 0 && o.ntrunc == 0 && isr == s->isr_sent) {
 		outmsg_free(&o);
 		return park(s) ? -1 : 0;
 	}
+	for (int k = 0; k < r->nnodes; k++)
+		if ((isr >> k) & 1)
+			o.isr[o.m.n_in_sync_nodes++] = r->nodes[k].id;
+	o.m.in_sync_nodes = o.isr;
+	o.m.n_truncations = o.ntrunc;
+	o.m.truncations = o.truncp;
+	s->isr_sent = isr;
 	o.m.epoch = sb_repl_epoch(r);
 	o.m.leader_id = r->node_id;
 	o.m.n_data = o.n;
@@ -689,6 +742,7 @@ void sb_repl_serve_follow(struct sb_repl *r, grpc_call *call)
 	s->r = r;
 	s->call = call;
 	s->node = -1;
+	s->isr_sent = ~0u;
 	s->refs = 1; /* base */
 	s->recv_tag.fn = on_recv;
 	s->send_tag.fn = on_sent;
@@ -696,7 +750,7 @@ void sb_repl_serve_follow(struct sb_repl *r, grpc_call *call)
 	s->close_tag.fn = on_close;
 	s->status_tag.fn = on_status;
 	pthread_mutex_lock(&r->lock);
-	int lead = r->role == SB_ROLE_LEADER && !r->fenced && !r->stopping;
+	int lead = r->role == SB_ROLE_LEADER && r->ready && !r->stopping;
 	if (lead) {
 		s->next = r->streams;
 		if (r->streams)

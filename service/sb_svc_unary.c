@@ -413,6 +413,51 @@ static void do_health(struct sb_svc *svc, const Grpc__Health__V1__HealthCheckReq
 	r->bb = sb_rpc_pack(&resp.base);
 }
 
+static void do_promote(struct sb_svc *svc, const Streambus__V1__PromoteRequest *q, struct reply *r)
+{
+	struct sb_repl_promotion pr;
+	char addr[256];
+	int rc = sb_repl_promote(svc->repl, q->node_id, q->unclean, &pr);
+	if (rc == SB_EINVAL) {
+		r->code = sb_repl_clustered(svc->repl) ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_FAILED_PRECONDITION;
+		snprintf(r->msg, sizeof r->msg, sb_repl_clustered(svc->repl)
+			 ? "this is node %d: send Promote to the node to promote (%d)"
+			 : "node %d is a single node (no --peers): there is nothing to promote%.0d",
+			 sb_repl_node_id(svc->repl), q->node_id);
+		return;
+	}
+	if (rc == SB_ENOTLEADER) {
+		r->code = GRPC_STATUS_FAILED_PRECONDITION;
+		snprintf(r->msg, sizeof r->msg,
+			 "node %d is not in sync with the leader (%" PRId64 " records behind when last heard): "
+			 "promote it with unclean=true to accept losing them",
+			 q->node_id, pr.records_at_risk);
+		return;
+	}
+	if (rc) {
+		r->code = sb_svc_status(rc);
+		snprintf(r->msg, sizeof r->msg, "promotion failed: %s", sb_strerror(rc));
+		return;
+	}
+	Streambus__V1__PromoteResponse resp = STREAMBUS__V1__PROMOTE_RESPONSE__INIT;
+	resp.leader_epoch = pr.epoch;
+	resp.leader_id = sb_repl_leader(svc->repl, addr, sizeof addr);
+	resp.records_at_risk = pr.records_at_risk;
+	resp.was_in_sync = pr.was_in_sync;
+	r->bb = sb_rpc_pack(&resp.base);
+}
+
+static void do_announce(struct sb_svc *svc, const Streambus__V1__AnnounceRequest *q, struct reply *r)
+{
+	int64_t epoch = q->epoch;
+	int32_t leader = q->leader_id;
+	sb_repl_announce(svc->repl, &epoch, &leader);
+	Streambus__V1__AnnounceResponse resp = STREAMBUS__V1__ANNOUNCE_RESPONSE__INIT;
+	resp.epoch = epoch;
+	resp.leader_id = leader;
+	r->bb = sb_rpc_pack(&resp.base);
+}
+
 static const ProtobufCMessageDescriptor *request_type(enum sb_method m)
 {
 	switch (m) {
@@ -423,6 +468,8 @@ static const ProtobufCMessageDescriptor *request_type(enum sb_method m)
 	case SB_M_DESCRIBE_TOPIC: return &streambus__v1__describe_topic_request__descriptor;
 	case SB_M_CLUSTER_INFO: return &streambus__v1__get_cluster_info_request__descriptor;
 	case SB_M_HEALTH_CHECK: return &grpc__health__v1__health_check_request__descriptor;
+	case SB_M_PROMOTE: return &streambus__v1__promote_request__descriptor;
+	case SB_M_REPL_ANNOUNCE: return &streambus__v1__announce_request__descriptor;
 	default: return NULL;
 	}
 }
@@ -437,6 +484,8 @@ static void handle(struct sb_svc *svc, enum sb_method m, const ProtobufCMessage 
 	case SB_M_DESCRIBE_TOPIC: do_describe(svc, (const void *)q, r); break;
 	case SB_M_CLUSTER_INFO: do_cluster(svc, r); break;
 	case SB_M_HEALTH_CHECK: do_health(svc, (const void *)q, r); break;
+	case SB_M_PROMOTE: do_promote(svc, (const void *)q, r); break;
+	case SB_M_REPL_ANNOUNCE: do_announce(svc, (const void *)q, r); break;
 	default: r->code = GRPC_STATUS_UNIMPLEMENTED; break;
 	}
 }

@@ -21,6 +21,7 @@ static int open_storage(const struct sb_settings *s, struct sb_logmgr **mgr)
 	memset(&opt, 0, sizeof opt);
 	opt.data_dir = s->data_dir;
 	opt.threaded = 1;
+	opt.replicated = s->peers[0] != 0; /* readers wait for the high watermark */
 	int rc = sb_aio_parse_kind(s->io, &opt.io_kind);
 	sb_topic_config_default(&opt.defaults);
 	opt.defaults.partitions = (int32_t)s->default_partitions;

@@ -261,8 +261,8 @@ int sb_log_open(struct sb_vfs *vfs, struct sb_ioloop *loop, const char *dir, con
 	struct sb_segment *act = sb_log__active(log);
 	log->log_start = log->segs[0]->base_offset;
 	log->next_offset = log->stable_end = log->written_end = log->synced_end = act->next_offset;
-	log->visible_end = log->stable_end;
-	log->hw_cap = INT64_MAX;
+	log->hw_cap = cfg->hw_capped ? INT64_MIN : INT64_MAX;
+	log->visible_end = cfg->hw_capped ? log->log_start : log->stable_end;
 	log->stable_pos = log->written_pos = log->plan_pos = act->size;
 	log->last_epoch = act->last_epoch;
 	for (uint32_t i = log->nsegs; i-- > 0 && log->last_epoch < 0;)
@@ -446,6 +446,11 @@ void sb_log__fire_waiters(struct sb_log *log, int all)
 	log->waiters_firing--;
 	pthread_cond_broadcast(&log->waiters_idle);
 	pthread_mutex_unlock(&log->lock);
+}
+
+void sb_log_wake_waiters(struct sb_log *log)
+{
+	sb_log__fire_waiters(log, 1);
 }
 
 void sb_log_set_hw_cap(struct sb_log *log, int64_t hw)

@@ -50,6 +50,10 @@ struct sb_log_config {
 	int64_t retention_bytes;       /* -1 = unlimited */
 	int64_t retention_ms;          /* -1 = unlimited */
 	uint32_t inflight_bytes_max;   /* appended but unacknowledged bytes bound */
+	/* Open with the readable end held at the log start until
+	 * sb_log_set_hw_cap raises it: a replicated log's readers wait for the
+	 * high watermark instead of trusting a tail a new leader may cut. */
+	int hw_capped;
 };
 
 /* Fills cfg with the defaults (1 GiB segments, fsync always, ...). */
@@ -89,6 +93,10 @@ int sb_log_wait(struct sb_log *log, int64_t offset, struct sb_log_waiter *w) SB_
 /* The same on the acknowledged end (stable_end), which runs ahead of the
  * readable end on a replicated log: the leader's replication reads use it. */
 int sb_log_wait_stable(struct sb_log *log, int64_t offset, struct sb_log_waiter *w) SB_MUST_CHECK;
+/* Fires every armed waiter now, whatever the ends (as closing does): a
+ * leader stepping down tells its ACKS_ALL requests to give up. Consumers
+ * re-check and park again. Any thread, no locks held. */
+void sb_log_wake_waiters(struct sb_log *log);
 /* Disarms w. Returns 1 if it was armed (fn will never run), 0 if it has
  * fired (fn has returned by the time this returns). Not from inside fn. */
 int sb_log_wait_cancel(struct sb_log *log, struct sb_log_waiter *w);

@@ -32,6 +32,7 @@ struct sb_logmgr {
 	char data_dir[SB_PATH_MAX / 4], topics_dir[SB_PATH_MAX / 4];
 	char creating_dir[SB_PATH_MAX / 4], deleting_dir[SB_PATH_MAX / 4];
 	struct sb_topic_config defaults;
+	int replicated;
 	pthread_rwlock_t lock;      /* guards topics[] */
 	pthread_mutex_t admin_lock; /* serialises create and delete */
 	struct sb_topic **topics;   /* sorted by name */
@@ -127,8 +128,10 @@ static int topic_open_logs(struct sb_logmgr *mgr, struct sb_topic *t, const char
 			rc = sb_path_fmt(lname, sizeof lname, "%s/%d", t->name, p);
 		if (!rc)
 			rc = sb_vfs_mkdir_durable(mgr->vfs, pdir);
+		struct sb_log_config lc = t->cfg.log;
+		lc.hw_capped = mgr->replicated;
 		if (!rc)
-			rc = sb_log_open(mgr->vfs, mgr->loop, pdir, lname, &t->cfg.log, &t->logs[p]);
+			rc = sb_log_open(mgr->vfs, mgr->loop, pdir, lname, &lc, &t->logs[p]);
 		if (rc) {
 			for (int32_t q = 0; q < p; q++)
 				sb_log_close(t->logs[q]);
@@ -292,6 +295,7 @@ int sb_logmgr_open(const struct sb_logmgr_options *opt, struct sb_logmgr **out)
 		return -ENOMEM;
 	mgr->vfs = opt->vfs ? opt->vfs : sb_vfs_posix();
 	mgr->defaults = opt->defaults;
+	mgr->replicated = opt->replicated;
 	pthread_rwlock_init(&mgr->lock, NULL);
 	pthread_mutex_init(&mgr->admin_lock, NULL);
 	pthread_mutex_init(&mgr->reap_lock, NULL);

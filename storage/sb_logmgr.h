@@ -56,6 +56,7 @@ struct sb_logmgr_options {
 	struct sb_aio *aio;          /* NULL = open io_kind on the POSIX vfs; else owned by the manager */
 	enum sb_aio_kind io_kind;
 	int threaded;                /* run the I/O loop on its own thread (0: tests drive it) */
+	int replicated;              /* logs open with their readable end capped (sb_log_config.hw_capped) */
 	struct sb_topic_config defaults;
 };
 

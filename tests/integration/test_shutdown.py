@@ -239,11 +239,14 @@ def test_graceful_shutdown_under_load():
             ch = grpc.insecure_channel(s.addr)
             stub = health_pb2_grpc.HealthStub(ch)
             while not poll_stop.is_set():
+                # Stamped when sent: an answer that arrives (or is noted by this
+                # thread) late may still be from before the drain.
+                t_sent = time.monotonic()
                 try:
                     st = stub.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=2).status
-                    poll_log.append((time.monotonic(), st))
+                    poll_log.append((t_sent, time.monotonic(), st))
                 except grpc.RpcError as e:
-                    poll_log.append((time.monotonic(), e.code()))
+                    poll_log.append((t_sent, time.monotonic(), e.code()))
                     if e.code() != SC.UNAVAILABLE:
                         print("  readiness Check: %s %r" % (e.code(), e.details()))
                 time.sleep(0.005)
@@ -291,9 +294,10 @@ def test_graceful_shutdown_under_load():
         t_ns = next(t for t, x in health_log if x == H.NOT_SERVING)
         assert t_term <= t_ns <= t_exit, "NOT_SERVING outside the drain"
         assert st[-1] == SC.UNAVAILABLE, st
-        # the poller: SERVING before the drain; afterwards never SERVING again
-        before = [x for t, x in poll_log if t < t_term]
-        after = [x for t, x in poll_log if t > t_ns]
+        # the poller: SERVING before the drain; a Check sent after the Watch saw
+        # NOT_SERVING never says SERVING
+        before = [x for _, t, x in poll_log if t < t_term]   # answered before SIGTERM
+        after = [x for t, _, x in poll_log if t > t_ns]      # sent after NOT_SERVING was seen
         assert before and all(x == H.SERVING for x in before), set(before)
         assert H.SERVING not in after, "Check said SERVING after readiness went NOT_SERVING"
         # (CANCELLED: a call caught by the shutdown race test_calls_arriving_during_drain checks)
