@@ -458,7 +458,10 @@ static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 				}
 				progressed = 1;
 			}
-			if (sbc_call_recv(&k))
+			/* New partitions (and truncations) change what we hold without an append. */
+			if (!k.send_busy && send_state(f, &k, 0))
+				ended = 1;
+			if (!ended && sbc_call_recv(&k))
 				ended = 1;
 			break;
 		case SBC_EV_SENT:

@@ -175,6 +175,20 @@ static void do_create(struct sb_svc *svc, const Streambus__V1__CreateTopicReques
 	}
 	cfg.partitions = q->partitions;
 	cfg.replication_factor = q->replication_factor;
+	if (sb_repl_clustered(svc->repl)) {
+		/* Every node holds every partition: the factor is the cluster's size. */
+		struct sb_repl_node nodes[SB_REPL_NODES_MAX];
+		const char *roles[SB_REPL_NODES_MAX];
+		int n = sb_repl_nodes(svc->repl, nodes, roles, SB_REPL_NODES_MAX);
+		if (q->replication_factor != 0 && q->replication_factor != n) {
+			r->code = GRPC_STATUS_INVALID_ARGUMENT;
+			snprintf(r->msg, sizeof r->msg,
+				 "every node of this %d-node cluster holds every partition: replication_factor must be %d (or 0)",
+				 n, n);
+			return;
+		}
+		cfg.replication_factor = n;
+	}
 	if (map_config(q->config, &cfg, r))
 		return;
 	int rc = sb_logmgr_create_topic(svc->mgr, q->name, &cfg);
