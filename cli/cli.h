@@ -5,7 +5,10 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
+
+struct sbc_conn; /* client.h */
 
 #define SBC_DEFAULT_SERVER "127.0.0.1:7070"
 #define SBC_DEFAULT_TIMEOUT_S 10.0
@@ -17,7 +20,11 @@
 #define SBC_M_DELETE_TOPIC "/streambus.v1.Admin/DeleteTopic"
 #define SBC_M_LIST_TOPICS "/streambus.v1.Admin/ListTopics"
 #define SBC_M_DESCRIBE_TOPIC "/streambus.v1.Admin/DescribeTopic"
+#define SBC_M_CLUSTER_INFO "/streambus.v1.Admin/GetClusterInfo"
 #define SBC_M_HEALTH_CHECK "/grpc.health.v1.Health/Check"
+
+/* Trailing metadata of a write refused by a follower: the leader's HOST:PORT. */
+#define SBC_MD_LEADER "streambus-leader"
 
 /* Options every command accepts (before or after the command name). */
 struct cli_globals {
@@ -45,6 +52,20 @@ int cmd_produce(struct cli_globals *g, int argc, char **argv);
 int cmd_consume(struct cli_globals *g, int argc, char **argv);
 int cmd_health(struct cli_globals *g, int argc, char **argv);
 int cmd_bench(struct cli_globals *g, int argc, char **argv);
+int cmd_cluster(struct cli_globals *g, int argc, char **argv);
+
+/* Leader redirect (cluster.c). After a write failed with UNAVAILABLE at the
+ * node c connects to, asks that node (Admin.GetClusterInfo) whether it is a
+ * follower and who leads: 0 with the leader's HOST:PORT in addr[0..cap) if
+ * the node is not the leader and names a leader other than c->target; -1
+ * otherwise (the node leads, knows no leader, or the call failed: the
+ * original error stands). Unary calls need this look-up because sbc_unary
+ * does not return trailing metadata; streams read SBC_MD_LEADER instead.
+ * Runs one unary call with c's deadline, on c's thread. */
+int cli_follower_leader(struct sbc_conn *c, char *addr, size_t cap);
+/* Prints the one-line note "streambus: node FOLLOWER is a follower; sending
+ * to the leader at LEADER" on stderr (after flushing stdout). */
+void cli_note_redirect(const char *follower, const char *leader);
 
 /* Prints "streambus: <cmd>: <message>" and a hint to use --help; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

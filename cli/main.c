@@ -20,6 +20,8 @@ static const char usage_text[] =
     "  topic create|list|describe|delete   manage topics\n"
     "  produce -t TOPIC                    one record per line of stdin\n"
     "  consume -t TOPIC                    records to stdout (follows the tail unless -e or -c)\n"
+    "  cluster info                        the cluster's nodes, their roles, the leader epoch\n"
+    "  cluster promote NODE_ID             make a node the leader (--unclean if out of sync)\n"
     "  health                              the server's serving status\n"
     "  bench                               produce/consume benchmark against a running server\n"
     "\n"
@@ -29,6 +31,10 @@ static const char usage_text[] =
     "  --timeout SECONDS    deadline of unary calls and of connecting (default 10)\n"
     "  -h, --help           help; 'streambus COMMAND --help' for a command's options\n"
     "  --version            print the version\n"
+    "\n"
+    "In a cluster, writes (topic create, topic delete, produce) go to the leader: one\n"
+    "sent to a follower is retried once at the leader that follower names, with a note\n"
+    "on stderr. Reads (consume, topic list/describe) work on every node.\n"
     "\n"
     "exit status:\n"
     "  0  success\n"
@@ -193,7 +199,7 @@ static const struct {
 	int (*fn)(struct cli_globals *g, int argc, char **argv);
 } commands[] = {
     {"topic", cmd_topic},   {"produce", cmd_produce}, {"consume", cmd_consume},
-    {"health", cmd_health}, {"bench", cmd_bench},
+    {"health", cmd_health}, {"bench", cmd_bench},     {"cluster", cmd_cluster},
 };
 
 int main(int argc, char **argv)

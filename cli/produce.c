@@ -3,7 +3,15 @@
  * records or SBC_PRODUCE_REQUEST_BYTES, flushed early whenever stdin has no
  * more data ready); up to --window requests are in flight; one SEND_MESSAGE
  * at a time. One thread: stdin and the completion queue are checked in turn
- * (a short wait on one, a poll of the other), see produce_loop. */
+ * (a short wait on one, a poll of the other), see produce_loop.
+ *
+ * Leader redirect: a follower refuses the whole stream at its start with
+ * UNAVAILABLE and the leader's address in the streambus-leader trailer.
+ * Until the stream's first request is answered it is the only one in
+ * flight and its records stay in their batch (p->held); if the stream then
+ * ends with that refusal, nothing on it was written, and run() sends the
+ * same records again on a stream to the leader, once. After the first
+ * answer the stream is never redirected, so no record is sent twice. */
 #include "cli.h"
 #include "client.h"
 #include "input.h"
@@ -45,6 +53,10 @@ static const char produce_usage[] =
     "\n"
     "Prints 'partition P offsets A-B' per acknowledged request on stdout, errors on\n"
     "stderr, and a summary on stderr. Ctrl-C stops reading and waits for the answers.\n"
+    "Sent to a follower, the stream is refused before anything is written; produce\n"
+    "then sends everything to the leader that follower names (a note on stderr says\n"
+    "so). For that, the first request is sent alone and waits for its answer (with\n"
+    "--acks none it is acknowledged by the leader, silently) before the rest follow.\n"
     "Exit status: 0 if every request succeeded, else the status of the first failure\n"
     "(see 'streambus --help').\n";
 
@@ -66,6 +78,7 @@ struct slot {
 	uint64_t id;
 	uint32_t records;
 	int used;
+	int quiet; /* the probe of an --acks none stream: its answer is not printed */
 };
 
 struct producer {
@@ -91,6 +104,9 @@ struct producer {
 	uint32_t inflight;
 	uint64_t next_id;
 	int input_done, stream_over;
+	/* leader redirect (see the top of the file) */
+	int may_redirect;    /* this stream's refusal may still be followed */
+	struct pbatch *held; /* the batch of the unanswered first request */
 	/* results */
 	uint64_t records_sent, records_acked, requests_sent, requests_acked, requests_failed;
 	uint64_t records_failed;
@@ -184,6 +200,8 @@ static struct pbatch *next_batch(struct producer *p, int flush)
 	struct pbatch *any = NULL;
 	for (int32_t i = 0; i < p->n_batches; i++) {
 		struct pbatch *b = &p->batches[(p->rr + i) % p->n_batches];
+		if (b == p->held)
+			continue;
 		if (b->n && batch_full(p, b))
 			return b;
 		if (b->n && !any)
@@ -200,10 +218,14 @@ static struct slot *slot_find(struct producer *p, uint64_t id)
 	return NULL;
 }
 
-/* Packs b into one ProduceRequest and sends it. 0 or -1 (the call is over). */
+/* Packs b into one ProduceRequest and sends it. 0 or -1 (the call is over).
+ * The first request of a stream that may be redirected is the probe: it is
+ * always answered, and b keeps its records until then (p->held). */
 static int send_batch(struct producer *p, struct pbatch *b)
 {
 	Streambus__V1__ProduceRequest q = STREAMBUS__V1__PRODUCE_REQUEST__INIT;
+	int probe = p->may_redirect && p->requests_sent == 0;
+	int quiet = probe && p->acks == STREAMBUS__V1__ACKS__ACKS_NONE;
 	Streambus__V1__Record *recs = calloc(b->n, sizeof *recs);
 	Streambus__V1__Record **ptrs = calloc(b->n, sizeof *ptrs);
 	int rc = -1;
@@ -224,28 +246,33 @@ static int send_batch(struct producer *p, struct pbatch *b)
 	q.partition = b->partition;
 	q.n_records = b->n;
 	q.records = ptrs;
-	q.acks = p->acks;
+	q.acks = quiet ? STREAMBUS__V1__ACKS__ACKS_LEADER : p->acks;
 	if (sbc_call_send(&p->call, &q.base, 0) != 0) {
 		p->stream_over = 1; /* never seen: end the call; its status follows */
 		sbc_call_cancel(&p->call);
 		goto out;
 	}
-	if (p->acks != STREAMBUS__V1__ACKS__ACKS_NONE) {
+	if (q.acks != STREAMBUS__V1__ACKS__ACKS_NONE) {
 		struct slot *s = NULL;
 		for (uint32_t i = 0; i < p->window && !s; i++)
 			if (!p->slots[i].used)
 				s = &p->slots[i];
-		s->used = 1; /* one is free: inflight < window */
+		s->used = 1; /* one is free: inflight < window (the probe goes first) */
 		s->id = p->next_id;
 		s->records = (uint32_t)b->n;
+		s->quiet = quiet;
 		p->inflight++;
 	}
 	p->next_id++;
 	p->requests_sent++;
 	p->records_sent += b->n;
 	p->rr = (int32_t)(b - p->batches + 1) % p->n_batches;
-	b->n = 0;
-	b->len = 0;
+	if (probe) {
+		p->held = b;
+	} else {
+		b->n = 0;
+		b->len = 0;
+	}
 	rc = 0;
 out:
 	free(recs);
@@ -263,14 +290,21 @@ static void on_response(struct producer *p, const Streambus__V1__ProduceResponse
 {
 	struct slot *s = slot_find(p, r->request_id);
 	uint32_t n = s ? s->records : 0;
+	int quiet = s && s->quiet;
 	if (s) {
 		s->used = 0;
 		p->inflight--;
 	}
+	if (p->held) { /* the probe was answered: the stream is the leader's */
+		p->held->n = 0;
+		p->held->len = 0;
+		p->held = NULL;
+	}
+	p->may_redirect = 0;
 	if (r->error_code == 0) {
 		p->requests_acked++;
 		p->records_acked += n;
-		if (n)
+		if (n && !quiet)
 			printf("partition %d offsets %" PRId64 "-%" PRId64 "\n", r->partition,
 			       r->base_offset, r->base_offset + (int64_t)n - 1);
 		return;
@@ -324,7 +358,8 @@ static void handle_event(struct producer *p, const struct sbc_event *ev)
 static void pump(struct producer *p)
 {
 	int acks_none = p->acks == STREAMBUS__V1__ACKS__ACKS_NONE;
-	while (!p->stream_over && !p->call.send_busy && (acks_none || p->inflight < p->window)) {
+	while (!p->stream_over && !p->call.send_busy && !p->held &&
+	       (acks_none || p->inflight < p->window)) {
 		struct pbatch *b = next_batch(p, 0);
 		if (!b && !p->input_done && ingest(p))
 			b = next_batch(p, 0);
@@ -346,7 +381,7 @@ static void produce_loop(struct producer *p)
 			p->input_done = 1;
 		pump(p);
 		int can_take =
-		    !p->input_done && !p->stream_over && !p->call.send_busy &&
+		    !p->input_done && !p->stream_over && !p->call.send_busy && !p->held &&
 		    (p->acks == STREAMBUS__V1__ACKS__ACKS_NONE || p->inflight < p->window);
 		int busy =
 		    p->call.send_busy || p->inflight || p->call.closed_send || p->stream_over;
@@ -419,8 +454,52 @@ static int partitions_of(struct producer *p, int32_t *n)
 	return 0;
 }
 
+/* The leader to resend to if the stream just ended was a follower's
+ * refusal: UNAVAILABLE with the streambus-leader trailer, nothing answered,
+ * and at most the (held) probe sent. 1 with its address in leader, else 0. */
+static int refused_by_follower(struct producer *p, char *leader, size_t cap)
+{
+	struct sbc_status st;
+	if (!p->may_redirect || cli_interrupted || p->requests_acked || p->requests_failed ||
+	    (p->requests_sent && !p->held))
+		return 0;
+	sbc_call_status(&p->call, &st);
+	if (st.code != GRPC_STATUS_UNAVAILABLE ||
+	    !sbc_call_trailer(&p->call, SBC_MD_LEADER, leader, cap) || !leader[0] ||
+	    strcmp(leader, p->conn.target) == 0)
+		return 0;
+	return 1;
+}
+
+/* Ends the refused stream and its connection, connects to leader and starts
+ * a new stream there, which is never redirected. The held probe's records
+ * are still in their batch and go first. 0, or the exit status (reported). */
+static int redirect(struct producer *p, const char *leader, const char *what)
+{
+	struct sbc_status st;
+	double timeout_s = p->conn.timeout_s;
+	cli_note_redirect(p->conn.target, leader);
+	sbc_call_fini(&p->call);
+	sbc_conn_fini(&p->conn);
+	sbc_conn_init(&p->conn, leader, timeout_s);
+	memset(p->slots, 0, p->window * sizeof *p->slots);
+	p->held = NULL;
+	p->may_redirect = 0;
+	p->inflight = 0;
+	p->next_id = 0;
+	p->stream_over = 0;
+	p->requests_sent = 0;
+	p->records_sent = 0;
+	p->first_error = GRPC_STATUS_OK;
+	if (sbc_conn_wait_ready(&p->conn, &st) ||
+	    sbc_call_start(&p->conn, &p->call, SBC_M_PRODUCE, NULL, 0, &st))
+		return sbc_report(what, &st);
+	return 0;
+}
+
 static int run(struct producer *p)
 {
+	char leader[256];
 	struct sbc_status st;
 	char what[320];
 	int32_t np = 1;
@@ -447,7 +526,13 @@ static int run(struct producer *p)
 		return sbc_report(what, &st);
 	cli_catch_signals();
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	p->may_redirect = 1;
 	produce_loop(p);
+	if (refused_by_follower(p, leader, sizeof leader)) {
+		if ((rc = redirect(p, leader, what)) != 0)
+			return rc; /* no call was started */
+		produce_loop(p);
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	rc = report(p, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	sbc_call_fini(&p->call);

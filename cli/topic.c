@@ -13,6 +13,7 @@ static const char topic_usage[] =
     "usage: streambus topic create NAME [-p PARTITIONS] [--fsync always|interval|never]\n"
     "                                   [--fsync-interval-ms N] [--retention-bytes N]\n"
     "                                   [--retention-ms N] [--segment-bytes N] [--segment-ms N]\n"
+    "                                   [--min-insync N] [--replication-factor N]\n"
     "       streambus topic list\n"
     "       streambus topic describe NAME\n"
     "       streambus topic delete NAME\n"
@@ -25,9 +26,19 @@ static const char topic_usage[] =
     "  --retention-ms N          age of records kept (-1 = unlimited)\n"
     "  --segment-bytes N         segment file size (4k..2g)\n"
     "  --segment-ms N            age at which a segment rolls\n"
+    "  --min-insync N            in-sync replicas (leader included) a produce with\n"
+    "                            --acks all needs; with fewer it fails UNAVAILABLE;\n"
+    "                            at most the replication factor\n"
+    "  --replication-factor N    copies of each partition: 1 on a single server; in a\n"
+    "                            cluster every node holds every partition, so N is\n"
+    "                            the number of nodes (the default there)\n"
     "\n"
     "list prints one topic per line; describe prints the topic's settings and, per\n"
-    "partition, the log start and end offsets, high watermark, bytes and segments.\n"
+    "partition, the log start and end offsets, high watermark, bytes, segments, the\n"
+    "leader's node id and the node ids of the replicas and of the in-sync replicas\n"
+    "(ISR), e.g. 0,1,2.\n"
+    "create and delete are writes: sent to a follower, they are retried once at the\n"
+    "leader (a note on stderr says so).\n"
     "Global options: --server HOST:PORT, --timeout SECONDS (see 'streambus --help').\n";
 
 enum {
@@ -37,20 +48,40 @@ enum {
 	OPT_RET_MS,
 	OPT_SEG_BYTES,
 	OPT_SEG_MS,
+	OPT_MIN_INSYNC,
+	OPT_REPLICATION,
 };
 
+/* Bound of --min-insync and --replication-factor: node ids are 0..1023,
+ * so no cluster has more nodes; the server applies its own limit. */
+#define SBC_TOPIC_REPLICAS_MAX 1024
+
+enum call_kind { READ, WRITE };
+
 /* Runs the unary call method; on failure reports "<what>" and returns the
- * exit status; 0 with *resp set on success. */
+ * exit status; 0 with *resp set on success. A WRITE refused with
+ * UNAVAILABLE by a follower is sent once more, to the leader it names: the
+ * follower refuses before doing anything, so the retry cannot apply it
+ * twice. */
 static int admin_call(struct cli_globals *g, const char *what, const char *method,
-                      const ProtobufCMessage *req, const ProtobufCMessageDescriptor *d,
-                      ProtobufCMessage **resp)
+                      enum call_kind kind, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *d, ProtobufCMessage **resp)
 {
 	struct sbc_conn c;
 	struct sbc_status st;
+	char leader[256];
 	int rc = 0;
 	sbc_global_init();
 	sbc_conn_init(&c, g->server, g->timeout_s);
-	if (sbc_unary(&c, method, req, d, resp, &st) != 0)
+	int failed = sbc_unary(&c, method, req, d, resp, &st) != 0;
+	if (failed && kind == WRITE && st.code == GRPC_STATUS_UNAVAILABLE &&
+	    cli_follower_leader(&c, leader, sizeof leader) == 0) {
+		cli_note_redirect(c.target, leader);
+		sbc_conn_fini(&c);
+		sbc_conn_init(&c, leader, g->timeout_s);
+		failed = sbc_unary(&c, method, req, d, resp, &st) != 0;
+	}
+	if (failed)
 		rc = sbc_report(what, &st);
 	sbc_conn_fini(&c);
 	sbc_global_fini();
@@ -106,6 +137,20 @@ static int parse_create_opt(int opt, const char *arg, Streambus__V1__CreateTopic
 			return cli_usage_error("topic create", "invalid --segment-ms \"%s\"", arg);
 		c->segment_ms = v;
 		return 0;
+	case OPT_MIN_INSYNC:
+		if (cli_parse_i64(arg, 1, SBC_TOPIC_REPLICAS_MAX, &v))
+			return cli_usage_error("topic create",
+			                       "invalid --min-insync \"%s\": use 1..%d", arg,
+			                       SBC_TOPIC_REPLICAS_MAX);
+		c->min_insync_replicas = (int32_t)v;
+		return 0;
+	case OPT_REPLICATION:
+		if (cli_parse_i64(arg, 1, SBC_TOPIC_REPLICAS_MAX, &v))
+			return cli_usage_error("topic create",
+			                       "invalid --replication-factor \"%s\": use 1..%d",
+			                       arg, SBC_TOPIC_REPLICAS_MAX);
+		q->replication_factor = (int32_t)v;
+		return 0;
 	default:
 		return -1;
 	}
@@ -118,7 +163,7 @@ static int topic_create(struct cli_globals *g, const char *name,
 	char what[320];
 	q->name = (char *)name;
 	snprintf(what, sizeof what, "create topic \"%.256s\"", name);
-	int rc = admin_call(g, what, SBC_M_CREATE_TOPIC, &q->base,
+	int rc = admin_call(g, what, SBC_M_CREATE_TOPIC, WRITE, &q->base,
 	                    &streambus__v1__create_topic_response__descriptor, &resp);
 	if (rc)
 		return rc;
@@ -138,7 +183,7 @@ static int topic_list(struct cli_globals *g)
 {
 	Streambus__V1__ListTopicsRequest q = STREAMBUS__V1__LIST_TOPICS_REQUEST__INIT;
 	ProtobufCMessage *m = NULL;
-	int rc = admin_call(g, "list topics", SBC_M_LIST_TOPICS, &q.base,
+	int rc = admin_call(g, "list topics", SBC_M_LIST_TOPICS, READ, &q.base,
 	                    &streambus__v1__list_topics_response__descriptor, &m);
 	if (rc)
 		return rc;
@@ -171,6 +216,26 @@ static void print_config(const Streambus__V1__TopicConfig *c)
 	       c->cleanup_policy[0] ? c->cleanup_policy : "-", c->min_insync_replicas);
 }
 
+/* Room for "0,1,...": enough for 64 ids of up to 4 digits; longer lists
+ * end in "...". */
+#define SBC_ID_LIST_BYTES 320
+
+/* Formats node ids as "0,1,2" ("-" for none) into buf; returns buf. */
+static const char *id_list(const int32_t *ids, size_t n, char *buf, size_t cap)
+{
+	size_t len = 0;
+	snprintf(buf, cap, "-");
+	for (size_t i = 0; i < n; i++) {
+		int w = snprintf(buf + len, cap - len, "%s%d", i ? "," : "", ids[i]);
+		if (w < 0 || (size_t)w >= cap - len) {
+			snprintf(buf + (len < cap - 4 ? len : cap - 4), 4, "...");
+			break;
+		}
+		len += (size_t)w;
+	}
+	return buf;
+}
+
 static int topic_describe(struct cli_globals *g, const char *name)
 {
 	Streambus__V1__DescribeTopicRequest q = STREAMBUS__V1__DESCRIBE_TOPIC_REQUEST__INIT;
@@ -178,7 +243,7 @@ static int topic_describe(struct cli_globals *g, const char *name)
 	char what[320];
 	q.name = (char *)name;
 	snprintf(what, sizeof what, "describe topic \"%.256s\"", name);
-	int rc = admin_call(g, what, SBC_M_DESCRIBE_TOPIC, &q.base,
+	int rc = admin_call(g, what, SBC_M_DESCRIBE_TOPIC, READ, &q.base,
 	                    &streambus__v1__describe_topic_response__descriptor, &m);
 	if (rc)
 		return rc;
@@ -189,14 +254,17 @@ static int topic_describe(struct cli_globals *g, const char *name)
 		printf("replication: %d\n", r->topic->replication_factor);
 		print_config(r->topic->config);
 	}
-	printf("%9s %14s %14s %14s %14s %8s %6s %8s %8s\n", "PARTITION", "START", "END",
+	printf("%9s %14s %14s %14s %14s %8s %6s %-12s %s\n", "PARTITION", "START", "END",
 	       "HIGH_WATERMARK", "SIZE_BYTES", "SEGMENTS", "LEADER", "REPLICAS", "ISR");
 	for (size_t i = 0; i < r->n_partitions; i++) {
 		const Streambus__V1__PartitionInfo *p = r->partitions[i];
+		char replicas[SBC_ID_LIST_BYTES], isr[SBC_ID_LIST_BYTES];
 		printf("%9d %14" PRId64 " %14" PRId64 " %14" PRId64 " %14" PRId64
-		       " %8d %6d %8zu %8zu\n",
+		       " %8d %6d %-12s %s\n",
 		       p->partition, p->log_start_offset, p->log_end_offset, p->high_watermark,
-		       p->size_bytes, p->segments, p->leader, p->n_replicas, p->n_in_sync_replicas);
+		       p->size_bytes, p->segments, p->leader,
+		       id_list(p->replicas, p->n_replicas, replicas, sizeof replicas),
+		       id_list(p->in_sync_replicas, p->n_in_sync_replicas, isr, sizeof isr));
 	}
 	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
@@ -209,7 +277,7 @@ static int topic_delete(struct cli_globals *g, const char *name)
 	char what[320];
 	q.name = (char *)name;
 	snprintf(what, sizeof what, "delete topic \"%.256s\"", name);
-	int rc = admin_call(g, what, SBC_M_DELETE_TOPIC, &q.base,
+	int rc = admin_call(g, what, SBC_M_DELETE_TOPIC, WRITE, &q.base,
 	                    &streambus__v1__delete_topic_response__descriptor, &m);
 	if (rc)
 		return rc;
@@ -229,6 +297,8 @@ int cmd_topic(struct cli_globals *g, int argc, char **argv)
 	    {"retention-ms", required_argument, 0, OPT_RET_MS},
 	    {"segment-bytes", required_argument, 0, OPT_SEG_BYTES},
 	    {"segment-ms", required_argument, 0, OPT_SEG_MS},
+	    {"min-insync", required_argument, 0, OPT_MIN_INSYNC},
+	    {"replication-factor", required_argument, 0, OPT_REPLICATION},
 	    {0, 0, 0, 0},
 	};
 	Streambus__V1__CreateTopicRequest q = STREAMBUS__V1__CREATE_TOPIC_REQUEST__INIT;

@@ -121,17 +121,20 @@ static void on_hw_waiter(struct sb_log_waiter *w)
 	stream_wake(f->s);
 }
 
-/* Disarms every waiter of the current partitions (returns once none can
- * fire any more). Pump-owned state: from the pump or the final teardown. */
+/* Disarms every waiter of the current partitions and returns once none can
+ * run any more. Always through sb_log_wait_cancel, even for a waiter whose
+ * flag says it fired: its callback may still be running (between clearing
+ * the flag and queuing the wake), and the cancel waits for that round to
+ * end. Pump-owned state: from the pump or the final teardown. */
 static void cancel_waiters(struct fstream *s)
 {
 	for (uint32_t i = 0; s->ps && i < s->ps->n; i++) {
 		struct fpart *f = &s->fp[i];
 		struct sb_log *log = s->ps->v[i]->log;
-		if (__atomic_load_n(&f->data_armed, __ATOMIC_ACQUIRE) && sb_log_wait_cancel(log, &f->w_data))
-			f->data_armed = 0;
-		if (__atomic_load_n(&f->hw_armed, __ATOMIC_ACQUIRE) && sb_log_wait_cancel(log, &f->w_hw))
-			f->hw_armed = 0;
+		sb_log_wait_cancel(log, &f->w_data);
+		sb_log_wait_cancel(log, &f->w_hw);
+		__atomic_store_n(&f->data_armed, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&f->hw_armed, 0, __ATOMIC_RELEASE);
 	}
 }
 
