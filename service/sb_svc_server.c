@@ -175,6 +175,10 @@ static grpc_channel_args *server_args(const struct sb_settings *cfg, grpc_arg *a
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}};
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, {.integer = 5000}};
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 0}};
+	/* gRPC sets SO_REUSEPORT by default: a second server on the same port
+	 * would bind too and the kernel would split connections between two data
+	 * directories. Binding a taken port must fail instead. */
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}};
 	args.num_args = (size_t)n;
 	args.args = a;
 	return &args;
@@ -183,7 +187,7 @@ static grpc_channel_args *server_args(const struct sb_settings *cfg, grpc_arg *a
 int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr,
 		 struct sb_repl *repl)
 {
-	grpc_arg a[8];
+	grpc_arg a[9];
 	memset(svc, 0, sizeof *svc);
 	svc->cfg = cfg;
 	svc->mgr = mgr;

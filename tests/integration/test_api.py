@@ -829,8 +829,21 @@ def test_health():
         w.cancel()
 
 
+def test_a_second_server_on_a_taken_port_fails():
+    """gRPC would set SO_REUSEPORT and let a second server share the port
+    (connections split between two data directories); it must fail instead."""
+    import subprocess
+    with server("port-taken") as s:
+        other = os.path.join(os.path.dirname(s.data_dir), "other")
+        p = subprocess.run([sbtest.STREAMBUSD, "--listen", s.addr, "--data-dir", other],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+        assert "event=listen_failed" in p.stderr, p.stderr[-2000:]
+
+
 if __name__ == "__main__":
     run_tests([
+        test_a_second_server_on_a_taken_port_fails,
         test_roundtrip_bytes,
         test_ordering_100k_pipelined,
         test_concurrent_producers_and_subscribers,
