@@ -4,6 +4,7 @@
 
 #include "sb_limits.h"
 #include "sb_logging.h"
+#include "sb_path.h"
 #include "sb_time.h"
 #include "sb_vfs.h"
 
@@ -869,5 +870,168 @@ int sb_log_epoch_end(struct sb_log *log, int32_t epoch, int64_t *end)
 		at = rd.next_offset;
 		free(rd.buf);
 	}
+	return 0;
+}
+
+/* ---- whole sealed segments ---- */
+
+int sb_log_sealed_at(struct sb_log *log, int64_t offset, struct sb_log_segment_info *info)
+{
+	int found = 0;
+	pthread_mutex_lock(&log->lock);
+	for (uint32_t i = 0; i + 1 < log->nsegs && !found; i++) {
+		struct sb_segment *seg = log->segs[i];
+		if (seg->base_offset == offset && seg->sealed && seg->corrupt_pos == SB_SEGMENT_NO_CORRUPTION) {
+			*info = (struct sb_log_segment_info){seg->base_offset, seg->next_offset, seg->size,
+							     seg->last_epoch};
+			found = 1;
+		}
+	}
+	pthread_mutex_unlock(&log->lock);
+	return found;
+}
+
+int64_t sb_log_read_sealed(struct sb_log *log, int64_t base, uint64_t pos, void *buf, size_t len)
+{
+	struct sb_segment *seg = NULL;
+	pthread_mutex_lock(&log->lock);
+	for (uint32_t i = 0; i + 1 < log->nsegs; i++)
+		if (log->segs[i]->base_offset == base && log->segs[i]->sealed) {
+			seg = log->segs[i];
+			sb_segment_ref(seg);
+			break;
+		}
+	pthread_mutex_unlock(&log->lock);
+	if (!seg)
+		return SB_ENOTFOUND;
+	int64_t n = 0;
+	if (pos < seg->size) {
+		if (len > seg->size - pos)
+			len = (size_t)(seg->size - pos);
+		n = sb_vfs_read_all(seg->vfs, seg->fd, buf, len, pos);
+		n = n ? n : (int64_t)len;
+	}
+	sb_segment_unref(seg);
+	return n;
+}
+
+void sb_log_replica_path(struct sb_log *log, int64_t base, char *dir, char *file)
+{
+	if (dir)
+		sb_path_fmt(dir, SB_PATH_MAX, "%s/%s", log->dir, SB_LOG_REPLICA_DIR);
+	if (file) {
+		char sub[SB_PATH_MAX];
+		sb_path_fmt(sub, sizeof sub, "%s/%s", log->dir, SB_LOG_REPLICA_DIR);
+		sb_segment_path(sub, base, ".log", file);
+	}
+}
+
+/* Moves the staged segment's files (index files first, the .log last: its
+ * rename is the commit point) into the log's directory, durably. */
+static int move_staged(struct sb_log *log, const char *sub, int64_t base)
+{
+	static const char *const suffixes[] = {".index", ".timeindex", ".log"};
+	char from[SB_PATH_MAX], to[SB_PATH_MAX];
+	for (int i = 0; i < 3; i++) {
+		sb_segment_path(sub, base, suffixes[i], from);
+		sb_segment_path(log->dir, base, suffixes[i], to);
+		int rc = log->vfs->ops->rename(log->vfs, from, to);
+		if (rc == -ENOENT && i < 2)
+			continue; /* index files are derived data: rebuilt on open */
+		if (rc)
+			return rc;
+	}
+	return log->vfs->ops->sync_dir(log->vfs, log->dir);
+}
+
+int sb_log_install_segment(struct sb_log *log, int64_t base)
+{
+	char sub[SB_PATH_MAX];
+	struct sb_segment *check = NULL, *seg = NULL, *next = NULL, *empty;
+	int rc;
+
+	sb_log_replica_path(log, base, sub, NULL);
+	pthread_mutex_lock(&log->lock);
+	rc = log->closing ? SB_ECLOSED : log->failed ? SB_EFAILED : 0;
+	if (!rc && (!sb_log__drained(log) || log->stable_end != log->next_offset))
+		rc = SB_EBUSY;
+	if (!rc && log->next_offset != base)
+		rc = SB_EINVAL;
+	int32_t min_epoch = log->last_epoch;
+	int need_roll = !rc && sb_log__active(log)->size > 0;
+	pthread_mutex_unlock(&log->lock);
+	if (rc)
+		return rc;
+
+	/* 1. Check the staged file where it lies: every batch's CRC, offsets
+	 *    contiguous from base, epochs in order (and index files written). */
+	rc = sb_segment_alloc(log->vfs, sub, base, log->cfg.index_interval_bytes, &check);
+	if (!rc)
+		rc = sb_segment_open_sealed(check, min_epoch);
+	if (!rc && (check->corrupt_pos != SB_SEGMENT_NO_CORRUPTION || check->size == 0 ||
+		    check->last_epoch < min_epoch))
+		rc = SB_ECORRUPT;
+	if (rc) {
+		if (check && (rc == SB_ECORRUPT || rc == -ENODATA)) {
+			int rm = sb_segment_remove_files(check);
+			SB_ERROR("replica_segment_corrupt", "log=%s base=%" PRId64 " removed=%s hint=\"fetched again\"",
+				 log->name, base, rm ? sb_strerror(rm) : "yes");
+			rc = SB_ECORRUPT;
+		}
+		sb_segment_unref(check);
+		return rc;
+	}
+	sb_segment_unref(check);
+	if (need_roll && (rc = sb_log_roll(log)) != 0)
+		return rc;
+
+	/* 2. Swap it in for the empty active segment of the same base. Past this
+	 *    point an error leaves files and memory apart: fail-stop. A crash
+	 *    leaves the previous segment last (recovery continues at base) or the
+	 *    installed one, which recovery scans as the active segment. */
+	pthread_mutex_lock(&log->lock);
+	empty = sb_log__active(log);
+	rc = empty->base_offset == base && empty->size == 0 && log->next_offset == base ? 0 : SB_EINVAL;
+	pthread_mutex_unlock(&log->lock);
+	if (rc)
+		return rc;
+	rc = sb_segment_remove_files(empty);
+	if (!rc)
+		rc = move_staged(log, sub, base);
+	if (!rc)
+		rc = sb_segment_alloc(log->vfs, log->dir, base, log->cfg.index_interval_bytes, &seg);
+	if (!rc)
+		rc = sb_segment_open_sealed(seg, min_epoch);
+	if (!rc)
+		rc = sb_segment_alloc(log->vfs, log->dir, seg->next_offset, log->cfg.index_interval_bytes, &next);
+	if (!rc)
+		rc = sb_segment_create(next);
+	pthread_mutex_lock(&log->lock);
+	if (!rc)
+		rc = sb_log__push_segment(log, next); /* [..., empty, next] */
+	if (rc) {
+		if (!log->failed) {
+			log->failed = rc;
+			SB_ERROR("log_failed", "log=%s op=install_segment error=\"%s\"", log->name, sb_strerror(rc));
+		}
+		pthread_mutex_unlock(&log->lock);
+		sb_segment_unref(seg);
+		sb_segment_unref(next);
+		return rc;
+	}
+	log->segs[log->nsegs - 2] = seg; /* in place of the empty active segment */
+	log->total_bytes += seg->size;
+	log->last_epoch = seg->last_epoch;
+	log->next_offset = log->stable_end = log->written_end = log->synced_end = log->sync_target = next->base_offset;
+	log->stable_pos = log->written_pos = log->plan_pos = log->sync_target_pos = 0;
+	int moved = sb_log__raise_visible(log);
+	pthread_mutex_unlock(&log->lock);
+	sb_segment_unref(empty);
+	SB_INFO("segment_installed", "log=%s base=%" PRId64 " next_offset=%" PRId64 " bytes=%" PRIu64, log->name, base,
+		seg->next_offset, seg->size);
+	if (moved)
+		sb_log__fire_waiters(log, 0);
+	if (log->listener.on_sealed)
+		log->listener.on_sealed(log->listener.arg, log, base, seg->next_offset);
 	return 0;
 }

@@ -167,6 +167,36 @@ int sb_log_truncate(struct sb_log *log, int64_t offset) SB_MUST_CHECK;
  * KIP-101). 0, SB_ECORRUPT, -errno. */
 int sb_log_epoch_end(struct sb_log *log, int32_t epoch, int64_t *end) SB_MUST_CHECK;
 
+/* ---- whole sealed segments, for replication catch-up ---- */
+
+struct sb_log_segment_info {
+	int64_t base_offset, next_offset;
+	uint64_t size;
+	int32_t last_epoch;
+};
+
+/* 1 and *info if offset is the base offset of a sealed segment (whole
+ * segments can then be shipped as files), 0 otherwise. */
+int sb_log_sealed_at(struct sb_log *log, int64_t offset, struct sb_log_segment_info *info);
+/* Reads up to len raw bytes at pos of the sealed segment whose base offset
+ * is base. Returns the count (0 at its end), SB_ENOTFOUND if no such sealed
+ * segment exists any more (retention), or -errno. */
+int64_t sb_log_read_sealed(struct sb_log *log, int64_t base, uint64_t pos, void *buf, size_t len);
+/* Where a follower stages a whole segment it receives: the directory
+ * (<log dir>/replica, created by the caller) and the file
+ * (<log dir>/replica/<base>.log). Either may be NULL; SB_PATH_MAX each. */
+#define SB_LOG_REPLICA_DIR "replica"
+void sb_log_replica_path(struct sb_log *log, int64_t base, char *dir, char *file);
+/* Adopts the staged segment file for base. The log must end exactly at base
+ * with nothing in flight. The file is checked where it lies, batch by batch
+ * (CRC, offsets contiguous from base, epochs not below the log's), before
+ * anything changes: a bad file is removed and SB_ECORRUPT returned. Then the
+ * active segment is sealed (if not empty), the file moves in durably as a
+ * sealed segment, and a new active segment starts at its end. Not on the
+ * I/O loop thread. 0, SB_ECORRUPT, SB_EINVAL (the log does not end at base),
+ * SB_EBUSY, SB_EFAILED, -errno (the log then fails, sticky). */
+int sb_log_install_segment(struct sb_log *log, int64_t base) SB_MUST_CHECK;
+
 /* Caps the readable end of a replicated log at hw (the high watermark the
  * replication module computed, or learned from the leader). Readers, tail
  * waiters and sb_log_read see [log_start, min(stable_end, hw)); the readable

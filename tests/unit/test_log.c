@@ -10,6 +10,7 @@
 #include "sb_limits.h"
 #include "sb_log.h"
 #include "sb_log_internal.h" /* staging memory, for the idle-trim test */
+#include "sb_path.h"
 #include "sb_segment.h"
 #include "sb_vfs.h"
 
@@ -942,6 +943,100 @@ static void test_epoch_end_finds_the_first_batch_of_a_later_epoch(void **state)
 	fx_fini(&f);
 }
 
+/* Copies path's bytes (all of them, or the first n if n >= 0) to dst. */
+static void copy_file(const char *src, const char *dst, long n)
+{
+	FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+	char buf[65536];
+	size_t got;
+	assert_non_null(in);
+	assert_non_null(out);
+	while ((got = fread(buf, 1, sizeof buf, in)) > 0) {
+		if (n >= 0 && (long)got > n)
+			got = (size_t)n;
+		assert_int_equal(fwrite(buf, 1, got, out), got);
+		if (n >= 0 && (n -= (long)got) == 0)
+			break;
+	}
+	fclose(in);
+	assert_int_equal(fclose(out), 0);
+}
+
+/* A follower adopts whole sealed segments shipped as files: a bad file is
+ * refused and removed without touching the log; good ones become sealed
+ * segments byte for byte, reads see them, appends go on after them, and
+ * everything survives a reopen. */
+static void test_installed_segments_match_the_leaders_byte_for_byte(void **state)
+{
+	struct fixture lead, fol;
+	struct acks a = {0}, b = {0};
+	struct sb_log_segment_info si;
+	uint64_t id = 0;
+	char dir[SB_PATH_MAX], file[SB_PATH_MAX], src[SB_PATH_MAX];
+	(void)state;
+	fx_init(&lead, "log-install-leader", 0);
+	fx_init(&fol, "log-install-follower", 0);
+	append_many(&lead, &a, 5, 10, 50, &id);
+	assert_int_equal(sb_log_roll(lead.log), 0); /* sealed [0, 50) */
+	append_many(&lead, &a, 3, 10, 50, &id);
+	assert_int_equal(sb_log_roll(lead.log), 0); /* sealed [50, 80) */
+	append_many(&lead, &a, 1, 10, 50, &id);     /* active [80, 90) */
+	assert_int_equal(sb_log_sealed_at(lead.log, 0, &si), 1);
+	assert_int_equal(si.next_offset, 50);
+	assert_int_equal(sb_log_sealed_at(lead.log, 10, &si), 0); /* not a segment base */
+	assert_int_equal(sb_log_sealed_at(lead.log, 80, &si), 0); /* the active one */
+	uint8_t head[64];
+	assert_int_equal(sb_log_read_sealed(lead.log, 0, 0, head, sizeof head), (int64_t)sizeof head);
+	assert_int_equal(sb_log_read_sealed(lead.log, 7, 0, head, sizeof head), SB_ENOTFOUND);
+
+	sb_log_replica_path(fol.log, 0, dir, file);
+	assert_int_equal(sb_vfs_mkdir_durable(sb_vfs_posix(), dir), 0);
+	snprintf(src, sizeof src, "%s/%020d.log", lead.dir, 0);
+	copy_file(src, file, (long)si.size - 3); /* cut short: a torn last batch */
+	assert_int_equal(sb_log_install_segment(fol.log, 0), SB_ECORRUPT);
+	assert_int_equal(access(file, F_OK), -1); /* removed, to be fetched again */
+	struct sb_log_info li;
+	sb_log_info(fol.log, &li);
+	assert_int_equal(li.next_offset, 0);
+	assert_int_equal(li.segments, 1);
+
+	copy_file(src, file, -1);
+	assert_int_equal(sb_log_install_segment(fol.log, 50), SB_EINVAL); /* the log ends at 0 */
+	assert_int_equal(sb_log_install_segment(fol.log, 0), 0);
+	sb_log_replica_path(fol.log, 50, NULL, file);
+	snprintf(src, sizeof src, "%s/%020d.log", lead.dir, 50);
+	copy_file(src, file, -1);
+	assert_int_equal(sb_log_install_segment(fol.log, 50), 0);
+	/* The tail comes as batches, after the installed segments. */
+	struct sb_log_read rd;
+	assert_int_equal(sb_log_read(lead.log, 80, 1 << 20, &rd), 0);
+	assert_int_equal(sb_log_append_replica(fol.log, rd.data, rd.len, on_ack, &b), 0);
+	run_until_acked(&fol, &b, 1);
+	free(rd.buf);
+	sb_log_info(fol.log, &li);
+	assert_int_equal(li.stable_end, 90);
+	assert_int_equal(li.segments, 3);
+	assert_int_equal(read_all_check(fol.log, 0, 50, 1 << 20), 90);
+	for (int base = 0; base <= 50; base += 50) {
+		char x[SB_PATH_MAX], y[SB_PATH_MAX];
+		snprintf(x, sizeof x, "%s/%020d.log", lead.dir, base);
+		snprintf(y, sizeof y, "%s/%020d.log", fol.dir, base);
+		size_t lx, ly;
+		void *bx = NULL, *by = NULL;
+		assert_int_equal(sb_vfs_read_file(sb_vfs_posix(), x, 1 << 24, &bx, &lx), 0);
+		assert_int_equal(sb_vfs_read_file(sb_vfs_posix(), y, 1 << 24, &by, &ly), 0);
+		assert_int_equal(lx, ly);
+		assert_memory_equal(bx, by, lx);
+		free(bx);
+		free(by);
+	}
+	sb_log_close(fol.log);
+	fx_open(&fol, 0);
+	assert_int_equal(read_all_check(fol.log, 0, 50, 1 << 20), 90);
+	fx_fini(&fol);
+	fx_fini(&lead);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -966,6 +1061,7 @@ int main(void)
 		cmocka_unit_test(test_hw_cap_bounds_readers_but_not_replication),
 		cmocka_unit_test(test_truncate_cuts_the_active_segment_at_a_batch_boundary),
 		cmocka_unit_test(test_epoch_end_finds_the_first_batch_of_a_later_epoch),
+		cmocka_unit_test(test_installed_segments_match_the_leaders_byte_for_byte),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
