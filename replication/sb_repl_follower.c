@@ -12,12 +12,16 @@
 
 #include "client.h"
 #include "sb_batch.h"
+#include "sb_crc32c.h"
+#include "sb_path.h"
+#include "sb_vfs.h"
 #include "sb_logging.h"
 #include "sb_logmgr.h"
 #include "sb_time.h"
 #include "streambus/v1/streambus.pb-c.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +39,11 @@ struct fol_part {
 	int64_t acked; /* atomic: durable end (append callbacks) */
 	int64_t sent;  /* acked as last sent to the leader */
 	int64_t leader_end; /* the leader's acknowledged end, as last seen */
+	/* A whole segment being received (stage_base >= 0). */
+	int64_t stage_base;
+	uint64_t stage_have;
+	uint32_t stage_crc;
+	int stage_fd;
 };
 
 struct sb_repl_follower {
@@ -73,9 +82,19 @@ static struct fol_part *find_part(struct sb_repl_follower *f, const char *topic,
 	return hit ? *hit : NULL;
 }
 
+static void stage_close(struct fol_part *p)
+{
+	struct sb_vfs *vfs = sb_vfs_posix();
+	if (p->stage_fd >= 0)
+		vfs->ops->close(vfs, p->stage_fd);
+	p->stage_fd = -1;
+	p->stage_base = -1;
+}
+
 static void free_parts(struct fol_part **v, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++) {
+		stage_close(v[i]); /* a staged prefix stays on disk for the next hello */
 		sb_topic_release(v[i]->t);
 		free(v[i]);
 	}
@@ -144,6 +163,8 @@ static int refresh_parts(struct sb_repl_follower *f)
 				break;
 			}
 			fp->t = t;
+			fp->stage_fd = -1;
+			fp->stage_base = -1;
 			snprintf(fp->topic, sizeof fp->topic, "%s", nl.v[i]);
 			fp->partition = p;
 			struct sb_log_info li;
@@ -252,6 +273,92 @@ static int64_t batches_end(const uint8_t *data, size_t len)
 	return end;
 }
 
+/* Reads the staged prefix of p's segment at base (a resumed copy): its size
+ * and CRC. Leaves the file open for more. 0, or -errno (then nothing is
+ * staged and the file is removed). */
+static int stage_reopen(struct fol_part *p, int64_t base)
+{
+	struct sb_vfs *vfs = sb_vfs_posix();
+	char file[SB_PATH_MAX];
+	uint8_t *buf = malloc(1u << 20);
+	uint64_t size = 0;
+	int rc = buf ? 0 : -ENOMEM;
+	sb_log_replica_path(p->log, base, NULL, file);
+	int fd = rc ? -ENOMEM : vfs->ops->open(vfs, file, O_RDWR, 0);
+	if (fd < 0) {
+		free(buf);
+		return fd;
+	}
+	rc = vfs->ops->fsize(vfs, fd, &size);
+	p->stage_crc = 0;
+	for (uint64_t at = 0; !rc && at < size;) {
+		size_t n = size - at < (1u << 20) ? (size_t)(size - at) : (1u << 20);
+		rc = sb_vfs_read_all(vfs, fd, buf, n, at);
+		if (!rc)
+			p->stage_crc = sb_crc32c_extend(p->stage_crc, buf, n);
+		at += n;
+	}
+	free(buf);
+	if (rc || size == 0) {
+		vfs->ops->close(vfs, fd);
+		(void)vfs->ops->unlink(vfs, file);
+		return rc ? rc : -ENOENT;
+	}
+	p->stage_fd = fd;
+	p->stage_base = base;
+	p->stage_have = size;
+	return 0;
+}
+
+/* One chunk of a whole segment: staged in <partition>/replica/, checked and
+ * installed when complete (sb_log_install_segment). */
+static int take_chunk(struct sb_repl_follower *f, struct fol_part *p, const Streambus__V1__SegmentChunk *c)
+{
+	struct sb_vfs *vfs = sb_vfs_posix();
+	char dir[SB_PATH_MAX], file[SB_PATH_MAX];
+	int rc = 0;
+	sb_log_replica_path(p->log, c->base_offset, dir, file);
+	if (c->position == 0) {
+		stage_close(p);
+		rc = sb_vfs_mkdir_durable(vfs, dir);
+		int fd = rc ? rc : vfs->ops->open(vfs, file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd < 0)
+			return fd;
+		p->stage_fd = fd;
+		p->stage_base = c->base_offset;
+		p->stage_have = 0;
+		p->stage_crc = 0;
+	} else if (p->stage_base != c->base_offset || p->stage_have != (uint64_t)c->position) {
+		SB_WARN("replica_chunk_out_of_place", "topic=%s partition=%d base=%" PRId64 " position=%" PRId64
+			" staged_base=%" PRId64 " staged=%" PRIu64, p->topic, p->partition, c->base_offset, c->position,
+			p->stage_base, p->stage_have);
+		return SB_EINVAL; /* the next hello says what is staged */
+	}
+	rc = sb_vfs_write_all(vfs, p->stage_fd, c->data.data, c->data.len, p->stage_have);
+	if (rc)
+		return rc;
+	p->stage_have += c->data.len;
+	p->stage_crc = sb_crc32c_extend(p->stage_crc, c->data.data, c->data.len);
+	if (p->stage_have < (uint64_t)c->file_size)
+		return 0;
+	rc = vfs->ops->datasync(vfs, p->stage_fd);
+	stage_close(p);
+	if (rc)
+		return rc;
+	if (p->stage_crc != c->crc32c) {
+		(void)vfs->ops->unlink(vfs, file);
+		SB_ERROR("replica_segment_checksum", "topic=%s partition=%d base=%" PRId64 " hint=\"fetched again\"",
+			 p->topic, p->partition, c->base_offset);
+		return SB_ECORRUPT;
+	}
+	wait_appends(f);
+	rc = sb_log_install_segment(p->log, c->base_offset);
+	if (rc)
+		return rc;
+	__atomic_store_n(&p->acked, c->next_offset, __ATOMIC_RELEASE);
+	return 0;
+}
+
 /* Appends one ReplicaData. 0, or an error that ends the session. */
 static int take_data(struct sb_repl_follower *f, const Streambus__V1__ReplicaData *d)
 {
@@ -263,7 +370,11 @@ static int take_data(struct sb_repl_follower *f, const Streambus__V1__ReplicaDat
 				   d->topic, d->partition);
 		return 0;
 	}
-	if (d->batches.len) {
+	if (d->segment) {
+		rc = take_chunk(f, p, d->segment);
+		if (rc)
+			return rc;
+	} else if (d->batches.len) {
 		int64_t end = batches_end(d->batches.data, d->batches.len);
 		if (end < 0)
 			return SB_EBADBATCH;
@@ -349,6 +460,12 @@ static int send_state(struct sb_repl_follower *f, struct sbc_call *k, int hello)
 			sb_log_info(p->log, &li);
 			st[q.n_partitions].last_epoch = li.last_epoch;
 			st[q.n_partitions].log_start_offset = li.log_start;
+			st[q.n_partitions].staged_base = -1;
+			stage_close(p);
+			if (stage_reopen(p, li.stable_end) == 0) { /* resume a segment cut short */
+				st[q.n_partitions].staged_base = p->stage_base;
+				st[q.n_partitions].staged_bytes = (int64_t)p->stage_have;
+			}
 		}
 		sp[q.n_partitions] = &st[q.n_partitions];
 		q.n_partitions++;

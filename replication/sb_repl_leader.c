@@ -15,6 +15,7 @@
 
 #include <grpc/byte_buffer_reader.h>
 
+#include "sb_crc32c.h"
 #include "sb_logging.h"
 #include "sb_logmgr.h"
 #include "sb_rpc.h"
@@ -27,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Partitions that get a segment chunk in one message. */
+#define SHIP_CHUNKS_MAX 64
 /* Largest FollowRequest accepted: one state per partition. */
 #define FOLLOW_REQUEST_BYTES_MAX (64u << 20)
 
@@ -39,12 +42,18 @@ struct fpart {
 	int64_t sent_hw; /* high watermark the follower was last told */
 	struct sb_log_waiter w_data, w_hw;
 	int data_armed, hw_armed; /* atomics: set when armed, cleared by the waiter */
+	/* Shipping a whole sealed segment (ship.base_offset >= 0). */
+	struct sb_log_segment_info ship;
+	uint64_t ship_pos;  /* bytes sent */
+	uint32_t ship_crc;  /* CRC32C of [0, ship_pos) */
+	int64_t resume_base, resume_bytes; /* hello: a partly staged segment */
 };
 
 /* Where the follower said it stands, sorted for lookups. */
 struct hello_ent {
 	char *topic;
 	int32_t partition;
+	int64_t staged_base, staged_bytes; /* a partly received segment */
 	int64_t end;        /* the follower's log end */
 	int32_t last_epoch; /* epoch of its last batch */
 	int64_t start;      /* where it continues: end, or the divergence point */
@@ -255,6 +264,8 @@ static grpc_status_code take_hello(struct fstream *s, const Streambus__V1__Follo
 		s->hello[s->nhello].end = p->end_offset;
 		s->hello[s->nhello].last_epoch = p->last_epoch;
 		s->hello[s->nhello].start = p->end_offset;
+		s->hello[s->nhello].staged_base = p->staged_base;
+		s->hello[s->nhello].staged_bytes = p->staged_bytes;
 		s->nhello++;
 	}
 	qsort(s->hello, s->nhello, sizeof *s->hello, cmp_hello);
@@ -404,10 +415,18 @@ static int migrate(struct fstream *s)
 			fp[i].fetch = old->fetch;
 			fp[i].sent_hw = old->sent_hw;
 			fp[i].trunc = old->trunc;
+			fp[i].ship = old->ship;
+			fp[i].ship_pos = old->ship_pos;
+			fp[i].ship_crc = old->ship_crc;
+			fp[i].resume_base = old->resume_base;
+			fp[i].resume_bytes = old->resume_bytes;
 		} else {
 			fp[i].fetch = h ? h->start : 0;
 			fp[i].trunc = h && h->start < h->end ? h->start : -1;
 			fp[i].sent_hw = -1;
+			fp[i].ship.base_offset = -1;
+			fp[i].resume_base = h && h->start == h->end ? h->staged_base : -1;
+			fp[i].resume_bytes = h ? h->staged_bytes : 0;
 		}
 	}
 	pthread_mutex_lock(&r->lock);
@@ -462,6 +481,8 @@ static void free_topics(struct topic_list *l)
 
 struct outmsg {
 	Streambus__V1__FollowResponse m;
+	Streambus__V1__SegmentChunk chunk[SHIP_CHUNKS_MAX]; /* one per partition shipped */
+	uint32_t nchunk;
 	struct topic_list topics;
 	Streambus__V1__ReplicaTruncation *trunc, **truncp;
 	size_t ntrunc;
@@ -483,6 +504,80 @@ static void outmsg_free(struct outmsg *o)
 	}
 	free(o->data);
 	free(o->bufs);
+}
+
+static int outmsg_add(struct outmsg *o, const struct rpart *rp, const struct sb_log_read *rd, int64_t hw);
+
+/* Starts shipping f's sealed segment at f->fetch, resuming a partly staged
+ * copy: the CRC of the prefix the follower has is computed here. */
+static int ship_start(struct fpart *f, struct sb_log *log, const struct sb_log_segment_info *si)
+{
+	f->ship = *si;
+	f->ship_pos = 0;
+	f->ship_crc = 0;
+	if (f->resume_base == si->base_offset && f->resume_bytes > 0 && (uint64_t)f->resume_bytes <= si->size) {
+		uint8_t *buf = malloc(1u << 20);
+		if (!buf)
+			return -ENOMEM;
+		while (f->ship_pos < (uint64_t)f->resume_bytes) {
+			size_t want = (uint64_t)f->resume_bytes - f->ship_pos < (1u << 20) ? (size_t)((uint64_t)f->resume_bytes - f->ship_pos) : (1u << 20);
+			int64_t n = sb_log_read_sealed(log, si->base_offset, f->ship_pos, buf, want);
+			if (n <= 0) {
+				free(buf);
+				return n < 0 ? (int)n : SB_ECORRUPT;
+			}
+			f->ship_crc = sb_crc32c_extend(f->ship_crc, buf, (size_t)n);
+			f->ship_pos += (uint64_t)n;
+		}
+		free(buf);
+		SB_INFO("segment_ship_resumed", "base=%" PRId64 " position=%" PRIu64, si->base_offset, f->ship_pos);
+	}
+	f->resume_base = -1;
+	return 0;
+}
+
+/* Adds the next chunk of f's segment to o. */
+static int ship_chunk(struct outmsg *o, struct fpart *f, const struct rpart *rp, size_t budget,
+		      const struct sb_log_info *li)
+{
+	size_t want = f->ship.size - f->ship_pos < budget ? (size_t)(f->ship.size - f->ship_pos) : budget;
+	struct sb_log_read rd = {0};
+	if (o->nchunk == sizeof o->chunk / sizeof o->chunk[0])
+		return 0; /* next message */
+	rd.buf = malloc(want ? want : 1);
+	if (!rd.buf)
+		return -ENOMEM;
+	int64_t n = sb_log_read_sealed(rp->log, f->ship.base_offset, f->ship_pos, rd.buf, want);
+	if (n < 0 || (n == 0 && want > 0)) {
+		free(rd.buf);
+		return n < 0 ? (int)n : SB_ECORRUPT;
+	}
+	rd.log_start = li->log_start;
+	rd.stable_end = li->stable_end;
+	int rc = outmsg_add(o, rp, &rd, li->high_watermark); /* owns rd.buf now */
+	if (rc) {
+		free(rd.buf);
+		return rc;
+	}
+	Streambus__V1__SegmentChunk *c = &o->chunk[o->nchunk++];
+	streambus__v1__segment_chunk__init(c);
+	c->base_offset = f->ship.base_offset;
+	c->next_offset = f->ship.next_offset;
+	c->file_size = (int64_t)f->ship.size;
+	c->position = (int64_t)f->ship_pos;
+	c->data.data = rd.buf;
+	c->data.len = (size_t)n;
+	c->last_epoch = f->ship.last_epoch;
+	f->ship_crc = sb_crc32c_extend(f->ship_crc, rd.buf, (size_t)n);
+	f->ship_pos += (uint64_t)n;
+	c->crc32c = f->ship_crc;
+	o->data[o->n - 1]->segment = c;
+	o->bytes += (size_t)n;
+	if (f->ship_pos == f->ship.size) {
+		f->fetch = f->ship.next_offset;
+		f->ship.base_offset = -1;
+	}
+	return 0;
 }
 
 static int outmsg_add(struct outmsg *o, const struct rpart *rp, const struct sb_log_read *rd, int64_t hw)
@@ -550,8 +645,28 @@ static int gather(struct fstream *s, struct outmsg *o, char *msg, size_t cap)
 		struct fpart *f = &s->fp[i];
 		struct rpart *rp = ps->v[i];
 		struct sb_log_read rd;
+		struct sb_log_segment_info si;
 		size_t budget = SB_REPL_MESSAGE_BYTES - o->bytes;
-		int rc = sb_log_read_stable(rp->log, f->fetch, budget < SB_REPL_PARTITION_BYTES ? budget : SB_REPL_PARTITION_BYTES, &rd);
+		int rc = 0;
+		/* Catch-up by whole files: a follower standing at the base of a
+		 * sealed segment gets the file itself. */
+		if (f->ship.base_offset < 0 && sb_log_sealed_at(rp->log, f->fetch, &si))
+			rc = ship_start(f, rp->log, &si);
+		if (!rc && f->ship.base_offset >= 0) {
+			struct sb_log_info li;
+			sb_log_info(rp->log, &li);
+			rc = ship_chunk(o, f, rp, budget, &li);
+			if (!rc) {
+				f->sent_hw = li.high_watermark;
+				continue;
+			}
+		}
+		if (rc) {
+			snprintf(msg, cap, "shipping %.100s/%d segment %" PRId64 " to the follower: %s", rp->topic,
+				 rp->partition, f->ship.base_offset, sb_strerror(rc));
+			return rc == SB_ENOTFOUND ? SB_ERANGE_LOW : rc;
+		}
+		rc = sb_log_read_stable(rp->log, f->fetch, budget < SB_REPL_PARTITION_BYTES ? budget : SB_REPL_PARTITION_BYTES, &rd);
 		if (rc) {
 			snprintf(msg, cap, "reading %.100s/%d at %" PRId64 " for the follower: %s", rp->topic, rp->partition,
 				 f->fetch, sb_strerror(rc));
