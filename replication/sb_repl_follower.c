@@ -328,6 +328,9 @@ static int take_chunk(struct sb_repl_follower *f, struct fol_part *p, const Stre
 		p->stage_base = c->base_offset;
 		p->stage_have = 0;
 		p->stage_crc = 0;
+	} else if (p->stage_base < 0 && stage_reopen(p, c->base_offset) == 0 &&
+		   p->stage_have == (uint64_t)c->position) {
+		/* resumed: the partition table was rebuilt since the hello */
 	} else if (p->stage_base != c->base_offset || p->stage_have != (uint64_t)c->position) {
 		SB_WARN("replica_chunk_out_of_place", "topic=%s partition=%d base=%" PRId64 " position=%" PRId64
 			" staged_base=%" PRId64 " staged=%" PRIu64, p->topic, p->partition, c->base_offset, c->position,

@@ -190,9 +190,11 @@ def test_promote_after_leader_crash_loses_nothing_acknowledged():
         for name in files[1]:
             assert files[0][name] == files[1][name] == files[2][name], "segment %s differs" % name
         assert [r.value for r in read_all(n0, "f")] == [r.value for r in read_all(n1, "f")]
+        c.passed = True
     finally:
         c.stop_all()
-        sbtest.cleanup(c.base)
+        if getattr(c, "passed", False):  # kept with the logs when it fails
+            sbtest.cleanup(c.base)
 
 
 def test_a_returning_leader_cuts_the_suffix_only_it_wrote():
@@ -231,13 +233,57 @@ def test_a_returning_leader_cuts_the_suffix_only_it_wrote():
         assert values[:500] == [b"a-%d" % i for i in range(500)]
         assert values[-100:] == [b"b-%d" % i for i in range(100)]
         assert segment_files(n0, "d") == segment_files(n1, "d")
+        c.passed = True
     finally:
         c.stop_all()
-        sbtest.cleanup(c.base)
+        if getattr(c, "passed", False):  # kept with the logs when it fails
+            sbtest.cleanup(c.base)
+
+
+def test_catch_up_ships_sealed_segments_and_resumes_a_cut_copy():
+    """A follower that was away gets the leader's sealed segments as files;
+    killed in the middle of one, it resumes that file where it stopped."""
+    c = Cluster(name="catchup", extra=["--fsync-policy", "never"])
+    try:
+        lead = c.start(0)
+        lead.admin.CreateTopic(pb.CreateTopicRequest(
+            name="big", partitions=1, config=pb.TopicConfig(segment_bytes=16 << 20)), timeout=5)
+        value = os.urandom(4000)
+        for base in range(0, 20000, 2000):  # ~80 MB: 4 sealed segments and a tail
+            recs = [pb.Record(key=b"%d" % (base + i), value=value) for i in range(2000)]
+            r = sbtest.produce(lead, "big", recs, per_request=200)
+            assert all(x.error_code == 0 for x in r)
+        n1 = c.start(1)
+        staged = os.path.join(n1.data_dir, "topics", "big", "0", "replica")
+        cut = False
+        deadline = time.time() + 60
+        while time.time() < deadline and not cut:
+            for f in os.listdir(staged) if os.path.isdir(staged) else ():
+                if f.endswith(".log") and 0 < os.path.getsize(os.path.join(staged, f)) < (16 << 20) - (1 << 20):
+                    n1.kill9()
+                    cut = True
+                    break
+            time.sleep(0.005)
+        assert cut, "never saw a partly staged segment"
+        n1 = c.start(1)
+        end = describe(lead, "big").partitions[0].log_end_offset
+        wait_for("follower caught up", lambda: describe(n1, "big").partitions[0].high_watermark == end, timeout=120)
+        assert "event=segment_ship_resumed" in lead.read_log(), "the cut copy was not resumed"
+        assert n1.read_log().count("event=segment_installed") >= 1
+        a, b = segment_files(lead, "big"), segment_files(n1, "big")
+        assert a.keys() == b.keys(), (list(a), list(b))
+        for name in a:
+            assert a[name] == b[name], "segment %s differs" % name
+        c.passed = True
+    finally:
+        c.stop_all()
+        if getattr(c, "passed", False):  # kept with the logs when it fails
+            sbtest.cleanup(c.base)
 
 
 if __name__ == "__main__":
     sbtest.run_tests([
         test_promote_after_leader_crash_loses_nothing_acknowledged,
         test_a_returning_leader_cuts_the_suffix_only_it_wrote,
+        test_catch_up_ships_sealed_segments_and_resumes_a_cut_copy,
     ])
