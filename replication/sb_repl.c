@@ -118,6 +118,19 @@ int sb_repl__adopt_epoch(struct sb_repl *r, int64_t epoch, int32_t leader_id)
 	return rc;
 }
 
+/* Every log of the current set: followers roll only where the leader did. */
+static void set_follower_all(struct sb_repl *r, int on)
+{
+	pthread_mutex_lock(&r->lock);
+	struct pset *s = sb_repl__cur(r);
+	pthread_mutex_unlock(&r->lock);
+	for (uint32_t i = 0; s && i < s->n; i++)
+		sb_log_set_follower(s->v[i]->log, on);
+	pthread_mutex_lock(&r->lock);
+	sb_repl__pset_unref(r, s);
+	sb_repl__unlock(r);
+}
+
 /* Fails every ACKS_ALL request still waiting on this node's partitions. */
 static void wake_all_waiters(struct sb_repl *r)
 {
@@ -140,6 +153,7 @@ void sb_repl__become_follower(struct sb_repl *r)
 	SB_WARN("stepped_down", "node=%d hint=\"another node leads a newer epoch: following it\"", r->node_id);
 	sb_repl__streams_end(r);
 	wake_all_waiters(r);
+	set_follower_all(r, 1);
 	pthread_mutex_lock(&r->lock);
 	int start = !r->stopping && !r->follower_started;
 	pthread_mutex_unlock(&r->lock);
@@ -196,6 +210,7 @@ int sb_repl_promote(struct sb_repl *r, int32_t node_id, int unclean, struct sb_r
 	out->epoch = epoch;
 	out->leader_id = r->node_id;
 	pthread_mutex_unlock(&r->lock);
+	set_follower_all(r, 0); /* a leader rolls by size and age again */
 	sb_repl__apply_caps(r);
 	SB_WARN("promoted", "node=%d epoch=%" PRId64 " was_in_sync=%d records_at_risk=%" PRId64, r->node_id, epoch,
 		out->was_in_sync, out->records_at_risk);
@@ -467,12 +482,13 @@ static struct pset *pset_build(struct sb_repl *r, const struct pset *old)
 			snprintf(rp->topic, sizeof rp->topic, "%s", nm.v[i]);
 			rp->partition = p;
 			rp->min_insync = sb_topic_config(t)->min_insync_replicas;
+			rp->topic_id = sb_topic_config(t)->id;
 			rp->cap = -2; /* unknown: the first apply sets it */
 			rp->t = t;
 			for (int k = 0; k < SB_REPL_NODES_MAX; k++)
 				rp->acked[k] = -1;
 			struct rpart *prev = old ? sb_repl__find((struct pset *)old, rp->topic, strlen(rp->topic), p) : NULL;
-			if (prev) {
+			if (prev && prev->topic_id == rp->topic_id) {
 				memcpy(rp->acked, prev->acked, sizeof rp->acked);
 				memcpy(rp->caught_up_ms, prev->caught_up_ms, sizeof rp->caught_up_ms);
 				memcpy(rp->in_sync, prev->in_sync, sizeof rp->in_sync);
@@ -550,9 +566,13 @@ void sb_repl__connected(struct sb_repl *r, int node, int up)
 		r->connected |= 1u << node;
 	else
 		r->connected &= ~(1u << node);
-	if (!up && r->cur)
-		for (uint32_t i = 0; i < r->cur->n; i++)
-			r->cur->v[i]->in_sync[node] = 0;
+	/* A (re)connected follower starts from what its hello proves; one that
+	 * left keeps nothing: it rejoins only once caught up again. */
+	for (uint32_t i = 0; r->cur && i < r->cur->n; i++) {
+		r->cur->v[i]->in_sync[node] = 0;
+		r->cur->v[i]->acked[node] = -1;
+		r->cur->v[i]->caught_up_ms[node] = 0;
+	}
 	SB_INFO("follower_connection", "node=%d up=%d", r->nodes[node].id, up);
 }
 

@@ -128,7 +128,8 @@ void sb_repl_announce(struct sb_repl *r, int64_t *epoch, int32_t *leader_id);
 /* ---- the leader's side of streambus.v1.Replication/Follow ---- */
 
 /* Takes over a newly arrived Follow call (server side, on the server's
- * completion queue, whose worker threads run sb_rpc tags). */
-void sb_repl_serve_follow(struct sb_repl *r, grpc_call *call);
+ * completion queue, whose worker threads run sb_rpc tags). done(arg) runs
+ * once the stream is over and holds nothing any more. */
+void sb_repl_serve_follow(struct sb_repl *r, grpc_call *call, void (*done)(void *arg), void *arg);
 
 #endif

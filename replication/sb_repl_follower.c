@@ -163,6 +163,7 @@ static int refresh_parts(struct sb_repl_follower *f)
 				break;
 			}
 			fp->t = t;
+			sb_log_set_follower(fp->log, 1);
 			fp->stage_fd = -1;
 			fp->stage_base = -1;
 			snprintf(fp->topic, sizeof fp->topic, "%s", nl.v[i]);
@@ -212,16 +213,27 @@ static int apply_topics(struct sb_repl_follower *f, const Streambus__V1__FollowR
 	for (size_t i = 0; i < m->n_topics && !rc; i++) {
 		const Streambus__V1__ReplicaTopic *t = m->topics[i];
 		struct sb_topic *have;
-		if (sb_logmgr_acquire(f->r->mgr, t->name, &have) == 0) {
-			sb_topic_release(have);
-			continue;
-		}
 		struct sb_topic_config cfg;
 		sb_topic_config_default(&cfg);
 		rc = sb_topic_config_parse(t->config, strlen(t->config), &cfg);
-		if (!rc)
-			rc = sb_logmgr_create_topic(f->r->mgr, t->name, &cfg);
-		SB_INFO("replica_topic_created", "topic=%s result=\"%s\"", t->name, rc ? sb_strerror(rc) : "ok");
+		if (rc)
+			break;
+		if (sb_logmgr_acquire(f->r->mgr, t->name, &have) == 0) {
+			uint64_t id = sb_topic_config(have)->id;
+			sb_topic_release(have);
+			if (id == cfg.id)
+				continue;
+			/* Same name, another incarnation: the leader deleted and
+			 * re-created it while we were not looking. */
+			rc = sb_logmgr_delete_topic(f->r->mgr, t->name);
+			SB_INFO("replica_topic_deleted", "topic=%s reason=recreated local_id=%016" PRIx64
+				" leader_id=%016" PRIx64 " result=\"%s\"", t->name, id, cfg.id, rc ? sb_strerror(rc) : "ok");
+			if (rc)
+				break;
+		}
+		rc = sb_logmgr_create_topic(f->r->mgr, t->name, &cfg);
+		SB_INFO("replica_topic_created", "topic=%s id=%016" PRIx64 " result=\"%s\"", t->name, cfg.id,
+			rc ? sb_strerror(rc) : "ok");
 	}
 	for (uint32_t i = 0; i < local.n && !rc; i++) {
 		int keep = 0;
@@ -382,9 +394,12 @@ static int take_data(struct sb_repl_follower *f, const Streambus__V1__ReplicaDat
 		if (end < 0)
 			return SB_EBADBATCH;
 		sb_log_info(p->log, &li);
-		/* Roll where the leader rolled, so segment files match. */
+		/* Roll where the leader rolled, so segment files match: once what
+		 * belongs to the previous segment is written (a roll seals at the
+		 * written end). */
 		if ((int64_t)li.active_base < d->segment_base && li.next_offset == d->segment_base &&
 		    li.next_offset > (int64_t)li.active_base) {
+			wait_appends(f);
 			rc = sb_log_roll(p->log);
 			if (rc)
 				return rc;
@@ -459,6 +474,7 @@ static int send_state(struct sb_repl_follower *f, struct sbc_call *k, int hello)
 		st[q.n_partitions].topic = p->topic;
 		st[q.n_partitions].partition = p->partition;
 		st[q.n_partitions].end_offset = acked;
+		st[q.n_partitions].topic_id = sb_topic_config(p->t)->id;
 		if (hello) {
 			sb_log_info(p->log, &li);
 			st[q.n_partitions].last_epoch = li.last_epoch;

@@ -19,6 +19,7 @@ struct rpart {
 	char topic[SB_TOPIC_NAME_MAX + 1];
 	int32_t partition;
 	int32_t min_insync;
+	uint64_t topic_id;  /* incarnation */
 	uint32_t index;     /* position in its set */
 	struct sb_topic *t; /* reference, released with the set */
 	struct sb_log *log;

@@ -54,6 +54,7 @@ struct hello_ent {
 	char *topic;
 	int32_t partition;
 	int64_t staged_base, staged_bytes; /* a partly received segment */
+	uint64_t topic_id;                 /* the incarnation the follower holds */
 	int64_t end;        /* the follower's log end */
 	int32_t last_epoch; /* epoch of its last batch */
 	int64_t start;      /* where it continues: end, or the divergence point */
@@ -82,6 +83,8 @@ struct fstream {
 	struct hello_ent *hello;
 	uint32_t nhello;
 	struct fstream *next, *prev; /* r->streams, under r->lock */
+	void (*done)(void *arg);     /* told when the stream is freed */
+	void *done_arg;
 };
 
 static void pump(struct fstream *s);
@@ -90,6 +93,8 @@ static void stream_unref(struct fstream *s)
 {
 	if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
+	void (*done)(void *) = s->done;
+	void *arg = s->done_arg;
 	grpc_call_unref(s->call);
 	for (uint32_t i = 0; i < s->nhello; i++)
 		free(s->hello[i].topic);
@@ -97,6 +102,8 @@ static void stream_unref(struct fstream *s)
 	free(s->fp);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
+	if (done)
+		done(arg);
 }
 
 static void ref(struct fstream *s)
@@ -228,10 +235,13 @@ static int cmp_hello(const void *a, const void *b)
 	return c ? c : (x->partition > y->partition) - (x->partition < y->partition);
 }
 
-static const struct hello_ent *hello_find(const struct fstream *s, const char *topic, int32_t partition)
+/* What the follower said of rp, or NULL if it holds another incarnation of
+ * the topic (it drops that one when it sees our topic list). */
+static const struct hello_ent *hello_find(const struct fstream *s, const struct rpart *rp)
 {
-	struct hello_ent key = {.topic = (char *)topic, .partition = partition};
-	return s->nhello ? bsearch(&key, s->hello, s->nhello, sizeof key, cmp_hello) : NULL;
+	struct hello_ent key = {.topic = (char *)rp->topic, .partition = rp->partition};
+	const struct hello_ent *h = s->nhello ? bsearch(&key, s->hello, s->nhello, sizeof key, cmp_hello) : NULL;
+	return h && h->topic_id == rp->topic_id ? h : NULL;
 }
 
 /* Validates the hello against this leader and records where the follower
@@ -266,6 +276,7 @@ static grpc_status_code take_hello(struct fstream *s, const Streambus__V1__Follo
 		s->hello[s->nhello].start = p->end_offset;
 		s->hello[s->nhello].staged_base = p->staged_base;
 		s->hello[s->nhello].staged_bytes = p->staged_bytes;
+		s->hello[s->nhello].topic_id = p->topic_id;
 		s->nhello++;
 	}
 	qsort(s->hello, s->nhello, sizeof *s->hello, cmp_hello);
@@ -276,7 +287,7 @@ static grpc_status_code take_hello(struct fstream *s, const Streambus__V1__Follo
 	grpc_status_code code = GRPC_STATUS_OK;
 	for (uint32_t i = 0; ps && i < ps->n && code == GRPC_STATUS_OK; i++) {
 		struct rpart *rp = ps->v[i];
-		struct hello_ent *h = (struct hello_ent *)hello_find(s, rp->topic, rp->partition);
+		struct hello_ent *h = (struct hello_ent *)hello_find(s, rp);
 		struct sb_log_info li;
 		int64_t epoch_end;
 		if (!h || h->end == 0)
@@ -313,7 +324,7 @@ static grpc_status_code take_hello(struct fstream *s, const Streambus__V1__Follo
 		s->node = node;
 		sb_repl__connected(r, node, 1);
 		for (uint32_t i = 0; i < ps->n; i++) {
-			const struct hello_ent *h = hello_find(s, ps->v[i]->topic, ps->v[i]->partition);
+			const struct hello_ent *h = hello_find(s, ps->v[i]);
 			if (h)
 				sb_repl__acked(r, ps->v[i], node, h->start, now);
 		}
@@ -332,7 +343,7 @@ static void take_acks(struct fstream *s, const Streambus__V1__FollowRequest *q)
 	for (size_t i = 0; ps && i < q->n_partitions; i++) {
 		const Streambus__V1__ReplicaPartitionState *p = q->partitions[i];
 		struct rpart *rp = sb_repl__find(ps, p->topic, strlen(p->topic), p->partition);
-		if (rp)
+		if (rp && rp->topic_id == p->topic_id)
 			sb_repl__acked(r, rp, s->node, p->end_offset, now);
 	}
 	sb_repl__pset_unref(r, ps);
@@ -406,7 +417,9 @@ static int migrate(struct fstream *s)
 	for (uint32_t i = 0; i < ps->n; i++) {
 		struct rpart *rp = ps->v[i];
 		struct rpart *prev = s->ps ? sb_repl__find(s->ps, rp->topic, strlen(rp->topic), rp->partition) : NULL;
-		const struct hello_ent *h = hello_find(s, rp->topic, rp->partition);
+		if (prev && prev->topic_id != rp->topic_id)
+			prev = NULL; /* re-created: the old incarnation's progress means nothing */
+		const struct hello_ent *h = hello_find(s, rp);
 		fp[i].s = s;
 		fp[i].w_data = (struct sb_log_waiter){.fn = on_data_waiter, .arg = &fp[i]};
 		fp[i].w_hw = (struct sb_log_waiter){.fn = on_hw_waiter, .arg = &fp[i]};
@@ -847,15 +860,19 @@ static void on_wake(struct sb_rpc_tag *t, int ok)
 
 /* ---- entry points ---- */
 
-void sb_repl_serve_follow(struct sb_repl *r, grpc_call *call)
+void sb_repl_serve_follow(struct sb_repl *r, grpc_call *call, void (*done)(void *arg), void *arg)
 {
 	struct fstream *s = calloc(1, sizeof *s);
 	char leader[300], md_val[300];
 	if (!s) {
 		grpc_call_cancel(call, NULL);
 		grpc_call_unref(call);
+		if (done)
+			done(arg);
 		return;
 	}
+	s->done = done;
+	s->done_arg = arg;
 	pthread_mutex_init(&s->lock, NULL);
 	s->r = r;
 	s->call = call;

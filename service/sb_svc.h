@@ -54,6 +54,7 @@ struct sb_svc {
 	int draining;            /* new calls refused (UNAVAILABLE); readiness NOT_SERVING */
 	int shutting_down;       /* the gRPC server is being shut down: post no requests */
 	int64_t calls;           /* live call states */
+	int64_t follows;         /* live Replication/Follow streams (ended by sb_repl_stop) */
 	int64_t subscribers;     /* live Consume streams */
 	struct sb_watch *watchers; /* Health.Watch streams */
 	struct sb_consume *consumers; /* live Consume streams, for drain */

@@ -90,6 +90,31 @@ static void slot_free(struct slot *s)
 	free(s);
 }
 
+/* Follow streams are counted apart from client calls: a drain waits for
+ * client calls only (ACKS_ALL requests need the followers meanwhile), and
+ * the stop waits for both before the queue goes. */
+static void follow_done(void *arg)
+{
+	struct sb_svc *svc = arg;
+	pthread_mutex_lock(&svc->lock);
+	svc->follows--;
+	pthread_cond_broadcast(&svc->cond);
+	pthread_mutex_unlock(&svc->lock);
+}
+
+static void serve_follow(struct sb_svc *svc, grpc_call *call)
+{
+	pthread_mutex_lock(&svc->lock);
+	int ok = !svc->draining;
+	svc->follows += ok;
+	pthread_mutex_unlock(&svc->lock);
+	if (!ok) {
+		sb_svc__reject(svc, call, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+		return;
+	}
+	sb_repl_serve_follow(svc->repl, call, follow_done, svc);
+}
+
 /* Writes go to the leader only. */
 static int leader_only(int m)
 {
@@ -105,7 +130,7 @@ static void dispatch(struct sb_svc *svc, int m, grpc_call *call, grpc_byte_buffe
 		return;
 	}
 	switch (m) {
-	case SB_M_REPL_FOLLOW: sb_repl_serve_follow(svc->repl, call); break;
+	case SB_M_REPL_FOLLOW: serve_follow(svc, call); break;
 	case SB_M_PRODUCE: sb_svc__produce(svc, call); break;
 	case SB_M_CONSUME: sb_svc__consume(svc, call, payload); break;
 	case SB_M_HEALTH_WATCH: sb_svc__health_watch(svc, call, payload); break;
@@ -390,6 +415,8 @@ void sb_svc_stop(struct sb_svc *svc)
 	}
 	wait_calls(svc, 0, INT64_MAX);
 	pthread_mutex_lock(&svc->lock);
+	while (svc->follows > 0) /* cancelled above: their tags are on their way */
+		pthread_cond_wait(&svc->cond, &svc->lock);
 	svc->shutting_down = 1; /* never post to a queue being shut down */
 	pthread_mutex_unlock(&svc->lock);
 	grpc_completion_queue_shutdown(svc->cq);

@@ -449,6 +449,13 @@ void sb_log__fire_waiters(struct sb_log *log, int all)
 	pthread_mutex_unlock(&log->lock);
 }
 
+void sb_log_set_follower(struct sb_log *log, int on)
+{
+	pthread_mutex_lock(&log->lock);
+	log->follower = on;
+	pthread_mutex_unlock(&log->lock);
+}
+
 void sb_log_wake_waiters(struct sb_log *log)
 {
 	sb_log__fire_waiters(log, 1);

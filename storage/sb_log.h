@@ -197,6 +197,11 @@ void sb_log_replica_path(struct sb_log *log, int64_t base, char *dir, char *file
  * SB_EBUSY, SB_EFAILED, -errno (the log then fails, sticky). */
 int sb_log_install_segment(struct sb_log *log, int64_t base) SB_MUST_CHECK;
 
+/* A follower's log rolls only when asked (sb_log_roll, where the leader
+ * rolled), never by size or age on its own, so its segment files match the
+ * leader's. Off again when the node becomes the leader. Any thread. */
+void sb_log_set_follower(struct sb_log *log, int on);
+
 /* Caps the readable end of a replicated log at hw (the high watermark the
  * replication module computed, or learned from the leader). Readers, tail
  * waiters and sb_log_read see [log_start, min(stable_end, hw)); the readable

@@ -150,6 +150,7 @@ struct sb_log {
 	int64_t last_sync_ms;
 	int64_t last_retention_ms;
 	int sync_due;             /* INTERVAL: a datasync should start */
+	int follower;             /* rolls only on request (where the leader rolled) */
 	int roll_requested;
 	int rolls_done;           /* counts rolls, for sb_log_roll waiters */
 	int failed;               /* sticky error, 0 while healthy */

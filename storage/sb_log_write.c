@@ -185,7 +185,7 @@ static int plan_piece(struct sb_log *log, struct sb_chunk *c, uint32_t limit)
 	while (i < c->nrec) {
 		struct sb_append_rec *r = sb_chunk_rec(c, i);
 		uint32_t bytes = r->data_end - at;
-		if (pos > 0 && pos + bytes > log->cfg.segment_bytes)
+		if (pos > 0 && pos + bytes > (log->follower ? SB_SEGMENT_BYTES_MAX : log->cfg.segment_bytes))
 			break;
 		if (at > start && at - start + bytes > limit)
 			break;
@@ -520,7 +520,7 @@ void sb_log__tick(struct sb_ioloop_task *task, int64_t now_ms)
 		pump = 1;
 	}
 	if (log->cfg.segment_ms > 0 && seg->size > 0 && now_ms - seg->created_ms >= log->cfg.segment_ms &&
-	    !log->roll_requested) {
+	    !log->roll_requested && !log->follower) {
 		log->roll_requested = 1;
 		pump = 1;
 	}

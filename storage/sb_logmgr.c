@@ -6,6 +6,7 @@
 #include "sb_limits.h"
 #include "sb_logging.h"
 #include "sb_path.h"
+#include "sb_time.h"
 #include "sb_vfs.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 struct sb_topic {
 	struct sb_logmgr *mgr;
@@ -436,6 +438,12 @@ int sb_logmgr_create_topic(struct sb_logmgr *mgr, const char *name, const struct
 	if (!sb_topic_name_valid(name))
 		return SB_EBADNAME;
 	merge_defaults(mgr, in, &cfg);
+	while (!cfg.id && getrandom(&cfg.id, sizeof cfg.id, 0) != sizeof cfg.id) {
+		if (errno != EINTR) { /* no entropy source: the clocks still tell incarnations apart */
+			cfg.id = (uint64_t)sb_wall_ms() << 20 ^ (uint64_t)sb_mono_ns();
+			break;
+		}
+	}
 	rc = sb_topic_config_check(&cfg);
 	if (rc)
 		return rc;

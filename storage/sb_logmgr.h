@@ -29,6 +29,10 @@ struct sb_topic;
 #define SB_CLEANUP_POLICY_MAX 32
 
 struct sb_topic_config {
+	/* Incarnation: random, chosen when the topic is created (0 for topics
+	 * made before ids existed). A topic deleted and created again under the
+	 * same name is another topic; replicas compare ids, not names. */
+	uint64_t id;
 	int32_t partitions;
 	int32_t replication_factor;
 	int32_t min_insync_replicas;
@@ -73,7 +77,8 @@ const char *sb_logmgr_io_name(struct sb_logmgr *mgr);
 struct sb_ioloop *sb_logmgr_loop(struct sb_logmgr *mgr);
 
 /* Creates a topic. cfg fields left 0/empty (and fsync_policy
- * SB_FSYNC_DEFAULT) take the manager's defaults.
+ * SB_FSYNC_DEFAULT) take the manager's defaults; id 0 gets a fresh random
+ * id (a follower passes its leader's).
  * Returns 0, SB_EBADNAME, SB_EEXISTS, SB_EBADCONFIG, SB_ETOOBIG (too many
  * topics), -errno. */
 int sb_logmgr_create_topic(struct sb_logmgr *mgr, const char *name, const struct sb_topic_config *cfg) SB_MUST_CHECK;

@@ -69,6 +69,8 @@ int sb_topic_config_format(const struct sb_topic_config *cfg, char *buf, size_t 
 			 cfg->log.index_interval_bytes, sb_fsync_policy_name(cfg->log.fsync_policy),
 			 cfg->log.fsync_interval_ms, cfg->log.retention_bytes, cfg->log.retention_ms,
 			 cfg->log.inflight_bytes_max);
+	if (n >= 0 && (size_t)n < cap && cfg->id)
+		n += snprintf(buf + n, cap - (size_t)n, "id=%016" PRIx64 "\n", cfg->id);
 	if (n < 0 || (size_t)n >= cap)
 		return SB_ETOOBIG;
 	return n;
@@ -97,6 +99,15 @@ static int apply(struct sb_topic_config *cfg, const char *k, const char *v)
 	}
 	if (strcmp(k, "fsync_policy") == 0)
 		return sb_fsync_policy_parse(v, &cfg->log.fsync_policy) ? SB_EBADCONFIG : 0;
+	if (strcmp(k, "id") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long long id = strtoull(v, &end, 16);
+		if (errno || end == v || *end || strlen(v) != 16)
+			return SB_EBADCONFIG;
+		cfg->id = id;
+		return 0;
+	}
 	if (parse_i64(v, &x))
 		return SB_EBADCONFIG;
 	if (strcmp(k, "version") == 0)

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,19 @@ import health_pb2_grpc  # noqa: E402
 STREAMBUSD = os.environ.get("STREAMBUSD", "streambusd")
 CLI = os.environ.get("STREAMBUS_CLI", "streambus")
 SKIP = 77
+# Marks of a sanitizer report in a server's output (ASan, LSan, UBSan).
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+
+
+def free_port():
+    """A port on 127.0.0.1 that was free a moment ago (bound to port 0, closed):
+    for servers whose address others must know before they start (cluster peers)."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
 
 
 def scratch_dir(name):
@@ -38,17 +52,31 @@ def scratch_dir(name):
 class Server:
     """One streambusd process. Use as a context manager."""
 
-    def __init__(self, data_dir=None, args=(), name="it"):
+    def __init__(self, data_dir=None, args=(), name="it", listen="127.0.0.1:0"):
+        """listen: the --listen address; with port 0 (the default) the server
+        picks a free port and start() learns it from the log."""
         self.data_dir = data_dir or os.path.join(scratch_dir(name), "data")
         self.args = list(args)
+        self.listen = listen
         self.proc = None
         self.port = None
         self.log_path = os.path.join(os.path.dirname(self.data_dir), "streambusd-%d.log" % time.time_ns())
 
-    def start(self, timeout=20):
+    def spawn(self):
+        """Starts the process without waiting for it to serve (see wait_serving):
+        several servers can then come up at the same time."""
+        os.makedirs(os.path.dirname(self.data_dir), exist_ok=True)  # the log goes beside data_dir
         self.log = open(self.log_path, "w")
-        cmd = [STREAMBUSD, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir] + self.args
+        cmd = [STREAMBUSD, "--listen", self.listen, "--data-dir", self.data_dir] + self.args
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def start(self, timeout=20):
+        self.spawn()
+        return self.wait_serving(timeout)
+
+    def wait_serving(self, timeout=20):
+        """Waits for the spawned server's event=serving line; connects the stubs."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             with open(self.log_path) as f:
@@ -97,8 +125,13 @@ class Server:
         rc = self.stop()
         if exc[0] is None and rc not in (0, None):
             raise RuntimeError("streambusd exited %s:\n%s" % (rc, self.read_log()[-4000:]))
-        if "AddressSanitizer" in self.read_log() or "runtime error:" in self.read_log():
-            raise RuntimeError("sanitizer report in server log:\n" + self.read_log()[-6000:])
+        self.check_log()
+
+    def check_log(self):
+        """Raises if the server's log holds a sanitizer report."""
+        text = self.read_log()
+        if any(m in text for m in SANITIZER_MARKS):
+            raise RuntimeError("sanitizer report in server log %s:\n%s" % (self.log_path, text[-6000:]))
 
 
 def produce(server, topic, records, partition=0, acks=pb.ACKS_LEADER, per_request=100):
