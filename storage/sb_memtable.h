@@ -26,10 +26,12 @@
  *   - free: once no other thread uses the table.
  *
  * Memory. Nodes, keys, values and headers live in an arena of malloc'd
- * blocks (SB_MEMTABLE_BLOCK_BYTES each, plus one dedicated block per entry
+ * blocks (SB_MEMTABLE_BLOCK_BYTES each, plus one dedicated block per record
  * bigger than a quarter block); sb_memtable_free() frees every block at once.
- * There is no per-put malloc for small entries. The table never grows past
- * the cap given to sb_memtable_new(), itself at most SB_MEMTABLE_BYTES_MAX.
+ * There is no per-put malloc for small entries. Index nodes (what a search
+ * reads) are packed in blocks of their own, away from keys and values, so
+ * a lookup touches few cache lines. The table never grows past the cap given
+ * to sb_memtable_new(), itself at most SB_MEMTABLE_BYTES_MAX.
  */
 #ifndef SB_STORAGE_MEMTABLE_H
 #define SB_STORAGE_MEMTABLE_H
@@ -47,32 +49,39 @@
  * SSTable block and bounds a comparison. TODO: moves to sb_limits.h. */
 #define SB_KV_KEY_MAX (64u << 10)
 
-/* Entry flags. */
-#define SB_KV_TOMBSTONE 0x1u /* the key was deleted at this offset; value is empty */
-#define SB_KV_FLAGS_KNOWN SB_KV_TOMBSTONE
+/* Entry flags. SB_KV_TOMBSTONE: the key was deleted at this offset; the
+ * value is empty. */
+#define SB_KV_FLAGS_KNOWN 0x1u
 
+/* storage/sb_sstable.h carries a copy of this struct and flag under the same
+ * guard until it includes this header; the guard lets a file include both,
+ * in either order. The two definitions must stay identical. */
+#ifndef SB_KV_ENTRY_DEFINED
+#define SB_KV_ENTRY_DEFINED
+#define SB_KV_TOMBSTONE 1u
 /* One version of one key. As an input (put) every pointer is borrowed for
  * the call and the bytes are copied. As an output (get, iterator) every
  * pointer points into the table's arena, is never NULL (a length of 0 still
  * gives a valid pointer) and stays valid, unchanged, until the table is
  * freed. */
 struct sb_kv_entry {
-	const uint8_t *key;     /* 1..SB_KV_KEY_MAX bytes */
+	const uint8_t *key; /* 1..SB_KV_KEY_MAX bytes */
 	uint32_t key_len;
-	int64_t offset;         /* log offset of the record, >= 0 */
-	int64_t timestamp_ms;   /* record timestamp; any value (-1: none) */
-	uint32_t flags;         /* SB_KV_* bits */
-	const uint8_t *value;   /* 0.. bytes; 0 for a tombstone */
+	int64_t offset;       /* log offset of the record, >= 0 */
+	int64_t timestamp_ms; /* record timestamp; any value (-1: none) */
+	uint32_t flags;       /* SB_KV_* bits */
+	const uint8_t *value; /* 0.. bytes; 0 for a tombstone */
 	uint32_t value_len;
 	const uint8_t *headers; /* the record's encoded headers, opaque, 0.. bytes */
 	uint32_t headers_len;
 };
+#endif
+_Static_assert(SB_KV_TOMBSTONE == 0x1u, "SB_KV_TOMBSTONE differs between headers");
 
 /* The one key order of the key store: bytewise (memcmp, unsigned) over the
  * common prefix, then the shorter key first. Returns <0, 0 or >0. A length
  * of 0 allows a NULL pointer. */
-static inline int sb_kv_key_cmp(const uint8_t *a, uint32_t a_len, const uint8_t *b,
-				uint32_t b_len)
+static inline int sb_kv_key_cmp(const uint8_t *a, uint32_t a_len, const uint8_t *b, uint32_t b_len)
 {
 	uint32_t n = a_len < b_len ? a_len : b_len;
 	int c = n ? memcmp(a, b, n) : 0;
@@ -89,25 +98,32 @@ static inline int sb_kv_key_cmp(const uint8_t *a, uint32_t a_len, const uint8_t 
  * and replayed from the log after a crash; 1 GiB bounds both, and the memory
  * one partition can pin. Callers pass their own, smaller cap. */
 #define SB_MEMTABLE_BYTES_MAX (1ull << 30)
-/* Smallest cap accepted: catches a cap given in the wrong unit. */
-#define SB_MEMTABLE_BYTES_MIN (64ull << 10)
-/* Size of an ordinary arena block, header included. Entries bigger than a
- * quarter of this get a dedicated block of their own size. */
+/* Smallest cap accepted: four blocks, room for the first index and data
+ * blocks; also catches a cap given in the wrong unit. */
+#define SB_MEMTABLE_BYTES_MIN (1ull << 20)
+/* Size of an ordinary arena block, header included. A block holds either
+ * index nodes or records (see SB_MEMTABLE_NODE_BYTES); a record bigger than
+ * a quarter of this gets a dedicated block of its own size. Near the cap
+ * the last blocks are smaller, so that the cap can be reached. */
 #define SB_MEMTABLE_BLOCK_BYTES (256ull << 10)
 /* Bytes of each block's header (part of the block's size). */
 #define SB_MEMTABLE_BLOCK_HEADER_BYTES 24ull
 /* Tallest skip-list tower; with p = 1/4, 16 levels stay near-optimal up to
  * 4^16 entries, far more than SB_MEMTABLE_BYTES_MAX can hold. */
 #define SB_MEMTABLE_HEIGHT_MAX 16
-/* Arena bytes of one node of the given height, without its key, value and
- * headers: a fixed 32-byte header plus one pointer per level. */
-#define SB_MEMTABLE_NODE_BYTES(height) (32ull + 8ull * (uint64_t)(height))
+/* Arena bytes of one entry besides its key, value and headers: an index
+ * node (24 bytes: cached key prefix, key length, flags, record pointer; plus
+ * one pointer per level) and a record header (24 bytes: offset, timestamp,
+ * lengths) that the key, value and headers follow. */
+#define SB_MEMTABLE_NODE_BYTES(height) (48ull + 8ull * (uint64_t)(height))
 
 struct sb_memtable;
 struct sb_memtable_node;
 
 /* A cursor over the table, in (key asc, offset desc) order. Caller-owned;
- * holds no resources (there is no fini). Fields are private.
+ * holds no resources (there is no fini). Fields are private. One thread
+ * uses an iterator at a time; any number of iterators may run beside each
+ * other and beside the writer.
  *
  * An iterator is a snapshot: sb_memtable_iter_init() records the newest
  * offset present, and the iterator yields only entries at or below it, even
@@ -121,17 +137,17 @@ struct sb_memtable_iter {
 
 /* Figures from one walk of the table (sb_memtable_stats). */
 struct sb_memtable_stats {
-	uint64_t entries;        /* all versions, tombstones included */
+	uint64_t entries; /* all versions, tombstones included */
 	uint64_t tombstones;
 	uint64_t distinct_keys;
-	uint64_t key_bytes;      /* sum of key_len over all entries */
+	uint64_t key_bytes; /* sum of key_len over all entries */
 	uint64_t value_bytes;
 	uint64_t headers_bytes;
-	uint64_t node_bytes;     /* sum of SB_MEMTABLE_NODE_BYTES(height) */
+	uint64_t node_bytes; /* sum of SB_MEMTABLE_NODE_BYTES(height) */
 	uint64_t nodes_by_height[SB_MEMTABLE_HEIGHT_MAX + 1]; /* [h]: nodes of height h */
-	uint64_t arena_bytes;    /* sb_memtable_bytes() */
-	uint64_t blocks;         /* arena blocks allocated */
-	int height;              /* levels in use */
+	uint64_t arena_bytes;                                 /* sb_memtable_bytes() */
+	uint64_t blocks;                                      /* arena blocks allocated */
+	int height;                                           /* levels in use */
 };
 
 /* Creates an empty table whose arena may grow to bytes_max bytes (the sum
@@ -163,8 +179,8 @@ int sb_memtable_put(struct sb_memtable *mt, const struct sb_kv_entry *e) SB_MUST
 /* Records that key was deleted at offset: a put of a tombstone (flags
  * SB_KV_TOMBSTONE, empty value, no headers). Same thread rules and errors
  * as sb_memtable_put(). */
-int sb_memtable_delete(struct sb_memtable *mt, const uint8_t *key, uint32_t key_len,
-		       int64_t offset, int64_t timestamp_ms) SB_MUST_CHECK;
+int sb_memtable_delete(struct sb_memtable *mt, const uint8_t *key, uint32_t key_len, int64_t offset,
+                       int64_t timestamp_ms) SB_MUST_CHECK;
 
 /* Looks key up and fills *out with its newest version. Returns 0 (found),
  * SB_ENOTFOUND (no version of the key is here), or SB_EINVAL (key_len 0 or
@@ -174,14 +190,14 @@ int sb_memtable_delete(struct sb_memtable *mt, const uint8_t *key, uint32_t key_
  * into the arena, valid until sb_memtable_free(). Any thread, concurrently
  * with the writer: it sees every put that returned before the call began. */
 int sb_memtable_get(const struct sb_memtable *mt, const uint8_t *key, uint32_t key_len,
-		    struct sb_kv_entry *out) SB_MUST_CHECK;
+                    struct sb_kv_entry *out) SB_MUST_CHECK;
 
 /* Starts an iterator at the first entry, taking the snapshot (see struct
  * sb_memtable_iter). latest_only != 0 yields only the newest version (within
  * the snapshot) of each key, tombstones included: what the flusher writes.
  * latest_only == 0 yields every version. Any thread. */
 void sb_memtable_iter_init(const struct sb_memtable *mt, struct sb_memtable_iter *it,
-			   int latest_only);
+                           int latest_only);
 
 /* Moves the iterator to the first entry whose key is >= key (for an exact
  * match, the key's newest version in the snapshot). key_len 0 (key may be
@@ -202,8 +218,8 @@ uint64_t sb_memtable_count(const struct sb_memtable *mt);
 uint64_t sb_memtable_bytes(const struct sb_memtable *mt);
 
 /* Arena bytes used by entries: for each entry SB_MEMTABLE_NODE_BYTES(its
- * height) + key_len + value_len + headers_len (alignment padding and unused
- * block tails excluded). Any thread. */
+ * height) + key_len + value_len + headers_len (padding of the node and the
+ * record to 8 bytes, and unused block tails, excluded). Any thread. */
 uint64_t sb_memtable_payload_bytes(const struct sb_memtable *mt);
 
 /* Smallest and largest offset of the entries in the table (the range the
@@ -221,8 +237,9 @@ void sb_memtable_stats(const struct sb_memtable *mt, struct sb_memtable_stats *o
 /* Checks every invariant of the structure: each level is sorted by (key
  * asc, offset desc) and is a sub-list of the level below, holding exactly
  * the nodes tall enough for it; heights, key lengths and flags are within
- * bounds; every node lies inside an arena block; the count, the byte
- * counters and the offset range agree with a recount. Returns 0, SB_ECORRUPT
+ * bounds; every node and record lies inside an arena block; the cached key
+ * prefixes match the keys; the count, the byte counters and the offset
+ * range agree with a recount. Returns 0, SB_ECORRUPT
  * (after logging one error line, event=memtable_corrupt, naming the failed
  * check as check=...), or -ENOMEM. O(n log blocks). Meant for debug builds
  * and tests. Not concurrently with the writer; readers may run. */
@@ -249,7 +266,7 @@ enum sb_memtable_corruption {
  * table is fit only for sb_memtable_validate() and sb_memtable_free().
  * Returns 0, SB_ENOTFOUND if the table has no nodes to damage that way, or
  * SB_EINVAL for an unknown what. Never concurrently with any other call. */
-int sb_memtable_debug_corrupt(struct sb_memtable *mt, enum sb_memtable_corruption what)
-	SB_MUST_CHECK;
+int sb_memtable_debug_corrupt(struct sb_memtable *mt,
+                              enum sb_memtable_corruption what) SB_MUST_CHECK;
 
 #endif
