@@ -22,9 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Largest message the CLI accepts from the server (GRPC_CORE.md: the default
- * of 4 MiB is below the server's own 8 MiB message limit). */
-#define SBC_MAX_RECV_MESSAGE_BYTES (64 << 20)
+/* Largest message the CLI (and a follower) accepts from the server
+ * (GRPC_CORE.md: the default of 4 MiB is below the server's own 8 MiB
+ * message limit): one whole batch of the largest size plus framing. */
+#define SBC_MAX_RECV_MESSAGE_BYTES ((64 << 20) + (1 << 20))
 
 /* Exit statuses of the streambus program (documented in its --help). */
 enum sbc_exit {

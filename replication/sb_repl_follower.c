@@ -581,6 +581,9 @@ static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 				ended = 1;
 				break;
 			}
+			/* The next message arrives while this one is applied. */
+			if (sbc_call_recv(&k))
+				ended = 1;
 			{
 				Streambus__V1__FollowResponse *m = (Streambus__V1__FollowResponse *)sbc_unpack(
 					&streambus__v1__follow_response__descriptor, ev.msg);
@@ -595,9 +598,7 @@ static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 				progressed = 1;
 			}
 			/* New partitions (and truncations) change what we hold without an append. */
-			if (!k.send_busy && send_state(f, &k, 0))
-				ended = 1;
-			if (!ended && sbc_call_recv(&k))
+			if (!ended && !k.send_busy && send_state(f, &k, 0))
 				ended = 1;
 			break;
 		case SBC_EV_SENT:

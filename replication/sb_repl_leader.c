@@ -679,7 +679,12 @@ static int gather(struct fstream *s, struct outmsg *o, char *msg, size_t cap)
 				 rp->partition, f->ship.base_offset, sb_strerror(rc));
 			return rc == SB_ENOTFOUND ? SB_ERANGE_LOW : rc;
 		}
-		rc = sb_log_read_stable(rp->log, f->fetch, budget < SB_REPL_PARTITION_BYTES ? budget : SB_REPL_PARTITION_BYTES, &rd);
+		size_t want = budget < SB_REPL_PARTITION_BYTES ? budget : SB_REPL_PARTITION_BYTES;
+		rc = sb_log_read_stable(rp->log, f->fetch, want, &rd);
+		if (!rc && rd.len > want && o->bytes > 0) {
+			free(rd.buf); /* one big batch: it goes alone in the next message */
+			break;
+		}
 		if (rc) {
 			snprintf(msg, cap, "reading %.100s/%d at %" PRId64 " for the follower: %s", rp->topic, rp->partition,
 				 f->fetch, sb_strerror(rc));

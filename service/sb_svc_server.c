@@ -3,6 +3,7 @@
 
 #include "sb_repl.h"
 
+#include "sb_limits.h"
 #include "sb_logging.h"
 #include "sb_svc_status.h"
 
@@ -194,7 +195,10 @@ static grpc_channel_args *server_args(const struct sb_settings *cfg, grpc_arg *a
 	static grpc_channel_args args;
 	int n = 0;
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = (int)cfg->max_message_bytes}};
-	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)cfg->max_message_bytes}};
+	/* What the server sends is bounded by its own limits (consume-max-bytes,
+	 * replication's message size), each allowing one whole batch: the send
+	 * limit only has to let the largest batch through. */
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = (int)(SB_BATCH_BYTES_MAX + (1u << 20))}};
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = (int)cfg->keepalive_ms}};
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 10000}};
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}};
