@@ -739,6 +739,72 @@ static void *announcer_main(void *arg)
 	return NULL;
 }
 
+/* Lock held: a follower in sync on every partition, preferring one that
+ * holds everything the leader has; -1 if none. */
+static int handover_target(struct sb_repl *r, int *complete)
+{
+	int best = -1;
+	*complete = 0;
+	for (int k = 0; k < r->nnodes; k++) {
+		if (k == r->self || !((r->isr_all >> k) & 1))
+			continue;
+		int all = 1;
+		for (uint32_t i = 0; r->cur && i < r->cur->n && all; i++) {
+			struct sb_log_info li;
+			sb_log_info(r->cur->v[i]->log, &li);
+			all = r->cur->v[i]->acked[k] >= li.stable_end;
+		}
+		if (all) {
+			*complete = 1;
+			return k;
+		}
+		if (best < 0)
+			best = k;
+	}
+	return best;
+}
+
+int sb_repl_handover(struct sb_repl *r, int64_t timeout_ms)
+{
+	int64_t deadline = sb_mono_ms() + timeout_ms;
+	int target = -1, complete = 0;
+	if (r->nnodes <= 1 || !sb_repl_is_leader(r))
+		return 0;
+	for (;;) {
+		pthread_mutex_lock(&r->lock);
+		target = handover_target(r, &complete);
+		pthread_mutex_unlock(&r->lock);
+		if (complete || sb_mono_ms() >= deadline)
+			break;
+		struct timespec d = {0, 20 * 1000000};
+		nanosleep(&d, NULL);
+	}
+	if (target < 0) {
+		SB_WARN("handover_skipped", "node=%d hint=\"no follower is in sync: the cluster has no leader until one is promoted\"",
+			r->node_id);
+		return SB_ENOTFOUND;
+	}
+	Streambus__V1__PromoteRequest q = STREAMBUS__V1__PROMOTE_REQUEST__INIT;
+	Streambus__V1__PromoteResponse *a = NULL;
+	struct sbc_conn c;
+	struct sbc_status st;
+	q.node_id = r->nodes[target].id;
+	sbc_conn_init(&c, r->nodes[target].address, 5.0);
+	int rc = sbc_unary(&c, "/streambus.v1.Admin/Promote", &q.base, &streambus__v1__promote_response__descriptor,
+			   (ProtobufCMessage **)&a, &st) ? SB_ENOTLEADER : 0;
+	if (!rc) {
+		SB_INFO("handover", "node=%d new_leader=%d epoch=%" PRId64 " complete=%d", r->node_id, a->leader_id,
+			a->leader_epoch, complete);
+		(void)sb_repl__adopt_epoch(r, a->leader_epoch, a->leader_id); /* steps down now */
+		protobuf_c_message_free_unpacked(&a->base, NULL);
+	} else {
+		SB_WARN("handover_failed", "node=%d target=%d status=%s message=\"%s\"", r->node_id, q.node_id,
+			sbc_status_name(st.code), st.msg);
+	}
+	sbc_conn_fini(&c);
+	return rc;
+}
+
 int sb_repl_start(struct sb_repl *r)
 {
 	struct sbc_conn conns[SB_REPL_NODES_MAX];

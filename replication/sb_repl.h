@@ -120,6 +120,13 @@ struct sb_repl_promotion {
  * behind it is). Promoting the current leader is a no-op. 0 or an error. */
 int sb_repl_promote(struct sb_repl *r, int32_t node_id, int unclean, struct sb_repl_promotion *out) SB_MUST_CHECK;
 
+/* A leader that is shutting down (writes already refused) hands over: it
+ * waits up to timeout_ms for an in-sync follower to hold everything, then
+ * asks it to promote itself (Admin.Promote). 0 when a follower took over
+ * or there is nothing to hand over (single node, not the leader);
+ * SB_ENOTFOUND when no follower is in sync, or the error of the promotion. */
+int sb_repl_handover(struct sb_repl *r, int64_t timeout_ms);
+
 /* Replication.Announce: a peer says it knows (epoch, leader). A higher
  * epoch is adopted (a leader that is not the new one steps down and
  * follows). *epoch and *leader_id return this node's view afterwards. */

@@ -110,6 +110,9 @@ int main(int argc, char **argv)
 	sigwait(&sigs, &sig);
 	SB_INFO("signal", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	sb_svc_drain(&svc);
+	/* Writes are refused and answered now: a leader hands its role to an
+	 * in-sync follower before it goes (within half the grace period). */
+	(void)sb_repl_handover(repl, s.shutdown_grace_ms / 2);
 	sb_repl_stop(repl);  /* the follower thread, the ticker; ends Follow streams */
 	sb_svc_stop(&svc);   /* every call, Follow streams included, is over after this */
 	sb_repl_close(repl);

@@ -281,9 +281,52 @@ def test_catch_up_ships_sealed_segments_and_resumes_a_cut_copy():
             sbtest.cleanup(c.base)
 
 
+def test_a_draining_leader_hands_over_and_loses_nothing():
+    """SIGTERM on the leader under ACKS_ALL load: it answers what it accepted,
+    hands leadership to an in-sync follower, and exits 0; every acknowledged
+    record is on the new leader, and writes go on there."""
+    c = Cluster(name="handover")
+    try:
+        for i in range(3):
+            c.start(i)
+        lead = c.nodes[0]
+        wait_for("followers connected", lambda: lead.read_log().count("event=follower_connection") >= 2)
+        lead.admin.CreateTopic(pb.CreateTopicRequest(
+            name="h", partitions=1, config=pb.TopicConfig(min_insync_replicas=2)), timeout=5)
+        wait_for("ISR of 3", lambda: len(describe(lead, "h").partitions[0].in_sync_replicas) == 3)
+        p = Producer(lead.addr, "h")
+        p.start()
+        wait_for("some acknowledged records", lambda: len(p.acked) >= 2000, timeout=30)
+        rc = lead.stop()  # SIGTERM: drain, hand over, exit
+        p.stop.set()
+        p.join(30)
+        assert rc == 0, lead.read_log()[-3000:]
+        assert "event=handover " in lead.read_log(), lead.read_log()[-3000:]
+        infos = [n.admin.GetClusterInfo(pb.GetClusterInfoRequest(), timeout=5) for n in c.nodes[1:]]
+        leaders = {i.leader_epoch: [x.id for x in i.nodes if x.role == "leader"] for i in infos}
+        assert list(leaders) == [2] and len(leaders[2]) == 1 and leaders[2][0] in (1, 2), leaders
+        new = c.nodes[leaders[2][0]]
+        got = {r.value: r.offset for r in read_all(new, "h")}
+        lost = [v for v in p.acked if v not in got]
+        assert not lost, "%d acknowledged records lost" % len(lost)
+        assert all(got[v] == off for v, off in p.acked.items())
+        other = c.nodes[3 - leaders[2][0]]
+        wait_for("ISR {1,2}", lambda: len(describe(new, "h").partitions[0].in_sync_replicas) == 2)
+        r = sbtest.produce(new, "h", [pb.Record(value=b"after")], acks=pb.ACKS_ALL)
+        assert r[0].error_code == 0, r[0].error_message
+        end = describe(new, "h").partitions[0].log_end_offset
+        wait_for("the other follower converged", lambda: describe(other, "h").partitions[0].high_watermark == end)
+        c.passed = True
+    finally:
+        c.stop_all()
+        if getattr(c, "passed", False):
+            sbtest.cleanup(c.base)
+
+
 if __name__ == "__main__":
     sbtest.run_tests([
         test_promote_after_leader_crash_loses_nothing_acknowledged,
         test_a_returning_leader_cuts_the_suffix_only_it_wrote,
         test_catch_up_ships_sealed_segments_and_resumes_a_cut_copy,
+        test_a_draining_leader_hands_over_and_loses_nothing,
     ])
