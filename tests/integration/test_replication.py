@@ -928,7 +928,9 @@ def test_full_cluster_restart():
         before = {p: [rec_tuple(r) for r in consume_all(c.leader, "rs", p)] for p in range(parts)}
         files_before = [[segment_files(n, "rs", p) for p in range(parts)] for n in c.nodes]
         problems.run("segments before the restart", assert_segments_identical, c, "rs", parts, min_segments=5)
-        for i in range(NODES):  # (a non-zero exit also fails the test when the cluster closes)
+        # Followers first: a leader stopped while followers run hands its role
+        # over (test_failover covers that); here node 0 must lead again.
+        for i in reversed(range(NODES)):  # (a non-zero exit also fails the test when the cluster closes)
             rc = c.term(i)
             problems.check(rc == 0, "node %d exited %s on SIGTERM: %s" % (
                 i, rc, [ln for ln in c.nodes[i].read_log().splitlines() if not ln.startswith("ts=")][-3:]))
