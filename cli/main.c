@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +215,9 @@ int main(int argc, char **argv)
 	snprintf(g.server, sizeof g.server, "%s", env && env[0] ? env : SBC_DEFAULT_SERVER);
 	g.timeout_s = SBC_DEFAULT_TIMEOUT_S;
 	signal(SIGPIPE, SIG_IGN); /* a closed stdout is reported as a write error */
+	/* Large messages stay on the heap: see the same setting in streambusd.c. */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 128 << 20);
 	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		if (opt == 'h') {
 			fputs(usage_text, stdout);

@@ -11,6 +11,7 @@
 #include "sb_svc.h"
 
 #include <grpc/grpc.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -65,6 +66,16 @@ int main(int argc, char **argv)
 	char ctx[64];
 	snprintf(ctx, sizeof ctx, "node=%lld", (long long)s.node_id);
 	sb_logging_set_context(ctx);
+
+	/* Messages of a few hundred KiB to a few MiB (produce requests, consume
+	 * responses, replication chunks) come and go all the time. glibc would
+	 * mmap and munmap each one: fresh pages fault in, and every munmap
+	 * shoots down TLBs on all cores. Keeping them on the heap measured 4.5x
+	 * the produce throughput of 1 KiB records here (bench/service.sh). The
+	 * cost: up to 128 MiB of freed heap is kept per arena instead of being
+	 * returned to the kernel. */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 128 << 20);
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
