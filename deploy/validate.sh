@@ -59,6 +59,32 @@ for ov in single cluster-3; do
 	"$PY" "$here/check_manifests.py" --name "$ov" --replicas "${replicas[$ov]}" "$out/$ov.yaml" || fail=1
 done
 
+# --- 2a: YAML syntax and style of the sources (Debian's yamllint, when present) ---
+if command -v yamllint >/dev/null 2>&1; then
+	yamllint -d '{extends: relaxed, rules: {line-length: {max: 140}}}' "$here/k8s" || bad "yamllint"
+else
+	echo "validate: yamllint not installed: YAML lint skipped (apt-get install yamllint)" >&2
+fi
+
+# --- 2b: the checker must catch broken manifests (a checker that never fails
+# proves nothing): each mutation of the cluster-3 render must be rejected ----------
+if [ -s "$out/cluster-3.yaml" ]; then
+	mutate() { # name sed-expression
+		sed -e "$2" "$out/cluster-3.yaml" >"$out/broken-$1.yaml"
+		if cmp -s "$out/cluster-3.yaml" "$out/broken-$1.yaml"; then
+			bad "negative test $1: the mutation changed nothing (update validate.sh)"
+		elif "$PY" "$here/check_manifests.py" --name "broken-$1" --replicas 3 "$out/broken-$1.yaml" >/dev/null 2>&1; then
+			bad "negative test $1: a broken manifest passed the checks"
+		fi
+	}
+	mutate privileged 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/'
+	mutate root-fs 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/'
+	mutate probe-service 's/service: readiness/service: ""/'
+	mutate not-ready-dns 's/publishNotReadyAddresses: true/publishNotReadyAddresses: false/'
+	mutate parallel 's/podManagementPolicy: Parallel/podManagementPolicy: OrderedReady/'
+	[ "$fail" = 0 ] && echo "validate: 5 broken manifests rejected"
+fi
+
 # --- 3: entrypoint ----------------------------------------------------------------
 ep="$here/entrypoint.sh"
 sh -n "$ep" || bad "entrypoint.sh: syntax"
