@@ -433,9 +433,8 @@ static int take_truncation(struct sb_repl_follower *f, const Streambus__V1__Repl
 		return 0;
 	wait_appends(f);
 	int rc = sb_log_truncate(p->log, t->offset);
-	SB_WARN("replica_truncated", "topic=%s partition=%d to=%" PRId64 " result=\"%s\"%s", p->topic,
-		p->partition, t->offset, rc ? sb_strerror(rc) : "ok",
-		rc == SB_EINVAL ? " hint=\"the divergence lies in a sealed segment: not supported yet\"" : "");
+	SB_WARN("replica_truncated", "topic=%s partition=%d to=%" PRId64 " result=\"%s\"", p->topic,
+		p->partition, t->offset, rc ? sb_strerror(rc) : "ok");
 	if (!rc)
 		p->acked = p->sent = t->offset;
 	return rc;

@@ -797,11 +797,63 @@ int sb_log_roll(struct sb_log *log)
 
 /* ---- replication support: truncation and epoch ends ---- */
 
+/* Lock held (the I/O happens under it: rare, and retention must not move
+ * segments meanwhile), log drained. Cuts the
+ * log back into sealed segment k (offset lies in it): the segments after it
+ * go (last first, so a crash leaves a contiguous prefix whose last segment
+ * recovery scans as the active one), its stale index files go, and it is
+ * reopened writable as the active segment and cut at offset. */
+static int truncate_into_sealed(struct sb_log *log, uint32_t k, int64_t offset)
+{
+	struct sb_segment *seg = NULL, *old = log->segs[k];
+	struct sb_scan_result res;
+	char path[SB_PATH_MAX];
+	int rc = 0;
+	for (uint32_t i = log->nsegs; i-- > k + 1 && !rc;)
+		rc = sb_segment_remove_files(log->segs[i]);
+	for (int j = 0; j < 2 && !rc; j++) {
+		sb_segment_path(log->dir, old->base_offset, j ? ".timeindex" : ".index", path);
+		rc = log->vfs->ops->unlink(log->vfs, path);
+		rc = rc == -ENOENT ? 0 : rc;
+	}
+	if (!rc)
+		rc = log->vfs->ops->sync_dir(log->vfs, log->dir);
+	if (!rc)
+		rc = sb_segment_alloc(log->vfs, log->dir, old->base_offset, log->cfg.index_interval_bytes, &seg);
+	int32_t min_epoch = k > 0 ? log->segs[k - 1]->last_epoch : -1;
+	if (!rc)
+		rc = sb_segment_open_scan(seg, 1, min_epoch, &res);
+	if (!rc && res.next_offset < offset)
+		rc = SB_ECORRUPT; /* the segment does not even reach the cut */
+	if (!rc)
+		rc = sb_segment_truncate(seg, offset);
+	if (rc) {
+		log->failed = rc; /* files and memory disagree now: fail-stop */
+		SB_ERROR("log_failed", "log=%s op=truncate_sealed error=\"%s\"", log->name, sb_strerror(rc));
+		sb_segment_unref(seg);
+		return rc;
+	}
+	uint32_t dropped = log->nsegs - k;
+	struct sb_segment **gone = malloc(dropped * sizeof *gone);
+	if (gone)
+		memcpy(gone, log->segs + k, dropped * sizeof *gone);
+	log->segs[k] = seg;
+	log->nsegs = k + 1;
+	log->total_bytes = 0;
+	for (uint32_t i = 0; i < log->nsegs; i++)
+		log->total_bytes += log->segs[i]->size;
+	for (uint32_t i = 0; gone && i < dropped; i++)
+		sb_segment_unref(gone[i]); /* readers holding one keep its fd until they let go */
+	free(gone);
+	return 0;
+}
+
 int sb_log_truncate(struct sb_log *log, int64_t offset)
 {
 	int rc = 0;
 	pthread_mutex_lock(&log->lock);
 	struct sb_segment *act = sb_log__active(log);
+	uint32_t k = log->nsegs - 1;
 	if (log->closing)
 		rc = SB_ECLOSED;
 	else if (log->failed)
@@ -810,19 +862,28 @@ int sb_log_truncate(struct sb_log *log, int64_t offset)
 		rc = 0;
 	else if (!sb_log__drained(log) || log->stable_end != log->next_offset)
 		rc = SB_EBUSY;
-	else if (offset < act->base_offset)
+	else if (offset < log->log_start)
 		rc = SB_EINVAL;
 	else {
-		uint64_t old_size = act->size;
-		rc = sb_segment_truncate(act, offset);
-		if (rc && rc != SB_EINVAL) {
-			log->failed = rc; /* the file no longer matches what we know */
-			SB_ERROR("log_failed", "log=%s op=truncate error=\"%s\"", log->name, sb_strerror(rc));
+		uint64_t old_bytes = log->total_bytes;
+		int64_t old_end = log->next_offset;
+		if (offset < act->base_offset) {
+			k = find_segment(log, offset);
+			rc = truncate_into_sealed(log, k, offset);
+			act = sb_log__active(log);
+		} else {
+			uint64_t old_size = act->size;
+			rc = sb_segment_truncate(act, offset);
+			if (rc && rc != SB_EINVAL) {
+				log->failed = rc; /* the file no longer matches what we know */
+				SB_ERROR("log_failed", "log=%s op=truncate error=\"%s\"", log->name, sb_strerror(rc));
+			}
+			if (!rc)
+				log->total_bytes -= old_size - act->size;
 		}
 		if (!rc) {
 			SB_INFO("log_truncated", "log=%s from=%" PRId64 " to=%" PRId64 " bytes_cut=%" PRIu64, log->name,
-				log->next_offset, offset, old_size - act->size);
-			log->total_bytes -= old_size - act->size;
+				old_end, offset, old_bytes - log->total_bytes);
 			log->next_offset = log->stable_end = log->written_end = log->synced_end = offset;
 			log->sync_target = offset;
 			log->stable_pos = log->written_pos = log->plan_pos = log->sync_target_pos = act->size;

@@ -152,13 +152,15 @@ int sb_log_append_replica(struct sb_log *log, const void *data, size_t len, sb_a
 			  void *arg) SB_MUST_CHECK;
 
 /* Removes every record at or after offset (a follower dropping a suffix
- * its new leader does not have). offset must be a batch boundary inside the
- * active segment, with no append in flight. Below the readable end (after
- * an unclean promotion) the readable end comes down too, with a warning.
- * Durable before it returns. 0 (also when offset >= the end), SB_EINVAL
- * (not a boundary, or in a sealed segment: a truncation there is not
- * supported), SB_EBUSY (appends in flight), SB_EFAILED, SB_ECLOSED, -errno
- * (the log then fails, sticky). Not on the I/O loop thread. */
+ * its new leader does not have). offset must be a batch boundary at or
+ * above the log start, with no append in flight. A cut inside a sealed
+ * segment removes the segments after it and makes it the active segment
+ * again. Below the readable end (after an unclean promotion) the readable
+ * end comes down too, with a warning. Durable before it returns. 0 (also
+ * when offset >= the end), SB_EINVAL (not a batch boundary of the active
+ * segment, or below the log start), SB_EBUSY (appends in flight),
+ * SB_EFAILED, SB_ECLOSED, -errno and SB_ECORRUPT (the log then fails,
+ * sticky). Not on the I/O loop thread. */
 int sb_log_truncate(struct sb_log *log, int64_t offset) SB_MUST_CHECK;
 
 /* The end of `epoch` in this log: the base offset of the first batch

@@ -881,7 +881,6 @@ static void test_truncate_cuts_the_active_segment_at_a_batch_boundary(void **sta
 	assert_int_equal(sb_log_read(f.log, 30, 1 << 20, &before), 0);
 
 	assert_int_equal(sb_log_truncate(f.log, 45), SB_EINVAL); /* inside a batch */
-	assert_int_equal(sb_log_truncate(f.log, 20), SB_EINVAL); /* in the sealed segment */
 	assert_int_equal(sb_log_truncate(f.log, 70), 0);         /* at the end: nothing to do */
 	assert_int_equal(sb_log_truncate(f.log, 50), 0);
 	struct sb_log_info li;
@@ -1037,6 +1036,47 @@ static void test_installed_segments_match_the_leaders_byte_for_byte(void **state
 	fx_fini(&lead);
 }
 
+/* A cut inside a sealed segment: later segments go, that segment becomes
+ * the active one again, appends continue there, and a reopen agrees. */
+static void test_truncate_into_a_sealed_segment(void **state)
+{
+	struct fixture f;
+	struct acks a = {0};
+	uint64_t id = 0;
+	(void)state;
+	fx_init(&f, "log-truncate-sealed", 0);
+	append_many(&f, &a, 3, 10, 20, &id);   /* [0, 30) */
+	assert_int_equal(sb_log_roll(f.log), 0);
+	append_many(&f, &a, 3, 10, 20, &id);   /* [30, 60) */
+	assert_int_equal(sb_log_roll(f.log), 0);
+	append_many(&f, &a, 2, 10, 20, &id);   /* active [60, 80) */
+	struct sb_log_info li;
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.segments, 3);
+	assert_int_equal(sb_log_truncate(f.log, 40), 0); /* inside the second segment */
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.segments, 2);
+	assert_int_equal(li.stable_end, 40);
+	assert_int_equal(li.active_base, 30);
+	assert_int_equal(read_all_check(f.log, 0, 20, 1 << 20), 40);
+	char path[SB_PATH_MAX];
+	snprintf(path, sizeof path, "%s/%020d.log", f.dir, 60);
+	assert_int_equal(access(path, F_OK), -1); /* the later segment's files are gone */
+	id = 40;
+	append_many(&f, &a, 2, 10, 20, &id);   /* appends continue in the reopened segment */
+	assert_int_equal(a.last_base, 50);
+	assert_int_equal(read_all_check(f.log, 0, 20, 1 << 20), 60);
+	assert_int_equal(sb_log_truncate(f.log, 30), 0); /* exactly at a segment base */
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.stable_end, 30);
+	sb_log_close(f.log);
+	fx_open(&f, 0);
+	sb_log_info(f.log, &li);
+	assert_int_equal(li.stable_end, 30);
+	assert_int_equal(read_all_check(f.log, 0, 20, 1 << 20), 30);
+	fx_fini(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1062,6 +1102,7 @@ int main(void)
 		cmocka_unit_test(test_truncate_cuts_the_active_segment_at_a_batch_boundary),
 		cmocka_unit_test(test_epoch_end_finds_the_first_batch_of_a_later_epoch),
 		cmocka_unit_test(test_installed_segments_match_the_leaders_byte_for_byte),
+		cmocka_unit_test(test_truncate_into_a_sealed_segment),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
