@@ -62,4 +62,28 @@
 /* Paths we build: data dir + topic + partition + file name. */
 #define SB_PATH_MAX 4096
 
+/* ---- replication ---- */
+
+/* Nodes in one cluster: the leader fans every partition out to each
+ * follower, so the copies (and the leader's send work) grow with this. */
+#define SB_REPL_NODES_MAX 16
+/* Bytes in one FollowResponse, and of batches from one partition in it (a
+ * single larger batch goes alone): big enough for disk speed, far below the
+ * follower's receive limit. */
+#define SB_REPL_MESSAGE_BYTES 4194304u
+#define SB_REPL_PARTITION_BYTES 1048576u
+
+/* ---- key store ---- */
+
+/* Longest key of a keyed record. 64 KiB keeps a key well inside one
+ * SSTable block and bounds a comparison. */
+#define SB_KV_KEY_MAX (64u << 10)
+/* Hard cap on one memtable's arena. A table is flushed whole into one
+ * SSTable and replayed from the log after a crash; 1 GiB bounds both, and the
+ * memory one partition can pin. Callers pass their own, smaller cap. */
+#define SB_MEMTABLE_BYTES_MAX (1ull << 30)
+/* Smallest cap accepted: four blocks, room for the first index and data
+ * blocks; also catches a cap given in the wrong unit. */
+#define SB_MEMTABLE_BYTES_MIN (1ull << 20)
+
 #endif

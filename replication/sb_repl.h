@@ -33,18 +33,13 @@
 #include <stdint.h>
 
 #include "sb_error.h"
+#include "sb_limits.h"
 
 struct sb_logmgr;
 struct sb_vfs;
 struct sb_repl;
 
-/* Nodes in one cluster: the leader fans every partition out to each
- * follower, so the copies (and the leader's send work) grow with this. */
-#define SB_REPL_NODES_MAX 16
-/* Bytes of batches in one FollowResponse, and from one partition in it:
- * under the follower's 64 MiB receive limit, big enough for disk speed. */
-#define SB_REPL_MESSAGE_BYTES 4194304u
-#define SB_REPL_PARTITION_BYTES 1048576u
+/* SB_REPL_NODES_MAX and the message budgets live in sb_limits.h. */
 /* How often the in-sync set is re-evaluated. */
 #define SB_REPL_TICK_MS 50
 /* Nodes that are not connected to the leader as followers are told the

@@ -40,14 +40,13 @@
 #include <string.h>
 
 #include "sb_error.h"
+#include "sb_limits.h"
 
 /* ======================================================================
  * Shared with the SSTable code: one keyed entry and the key order.
  * ====================================================================== */
 
-/* Longest key of a keyed record. 64 KiB keeps a key well inside one
- * SSTable block and bounds a comparison. TODO: moves to sb_limits.h. */
-#define SB_KV_KEY_MAX (64u << 10)
+/* SB_KV_KEY_MAX (the longest key) is in sb_limits.h. */
 
 /* Entry flags. SB_KV_TOMBSTONE: the key was deleted at this offset; the
  * value is empty. */
@@ -94,13 +93,7 @@ static inline int sb_kv_key_cmp(const uint8_t *a, uint32_t a_len, const uint8_t 
  * The memtable.
  * ====================================================================== */
 
-/* Hard cap on one table's arena. A table is flushed whole into one SSTable
- * and replayed from the log after a crash; 1 GiB bounds both, and the memory
- * one partition can pin. Callers pass their own, smaller cap. */
-#define SB_MEMTABLE_BYTES_MAX (1ull << 30)
-/* Smallest cap accepted: four blocks, room for the first index and data
- * blocks; also catches a cap given in the wrong unit. */
-#define SB_MEMTABLE_BYTES_MIN (1ull << 20)
+/* SB_MEMTABLE_BYTES_MAX / _MIN (the arena cap's bounds) are in sb_limits.h. */
 /* Size of an ordinary arena block, header included. A block holds either
  * index nodes or records (see SB_MEMTABLE_NODE_BYTES); a record bigger than
  * a quarter of this gets a dedicated block of its own size. Near the cap

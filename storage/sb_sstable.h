@@ -63,7 +63,7 @@ struct sb_kv_entry {
 /* One key. Keys are compared on every lookup and one key per block is held
  * in memory by the block index; 64 KiB keeps a key well inside a block and
  * matches the memtable's SB_KV_KEY_MAX. */
-#define SB_SST_KEY_BYTES_MAX (64u << 10)
+#define SB_SST_KEY_BYTES_MAX SB_KV_KEY_MAX
 /* One value, one headers blob, and the three of an entry together: an entry
  * comes from one record, and a record never exceeds a batch. */
 #define SB_SST_VALUE_BYTES_MAX SB_BATCH_BYTES_MAX
