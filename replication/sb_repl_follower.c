@@ -49,6 +49,7 @@ struct fol_part {
 struct sb_repl_follower {
 	struct sb_repl *r;
 	int stop;                 /* atomic */
+	int verified;             /* the start-up check of sealed segments ran */
 	struct fol_part **parts;  /* sorted by (topic, partition) */
 	uint32_t nparts;
 	int inflight;             /* atomic: replica appends not yet called back */
@@ -539,6 +540,35 @@ static int take_response(struct sb_repl_follower *f, const Streambus__V1__Follow
 	return 0;
 }
 
+/* Once, before the first hello: every sealed segment is read whole and
+ * checked. A partition with a bad one is cut back to that segment's base, so
+ * the hello asks the leader for it (and everything after) again. */
+static void verify_once(struct sb_repl_follower *f)
+{
+	int64_t t0 = sb_mono_ms(), bad_parts = 0;
+	if (f->verified)
+		return;
+	f->verified = 1;
+	for (uint32_t i = 0; i < f->nparts; i++) {
+		struct fol_part *p = f->parts[i];
+		int64_t bad = -1;
+		int rc = sb_log_verify_sealed(p->log, &bad);
+		if (!rc && bad >= 0) {
+			rc = sb_log_truncate(p->log, bad);
+			if (!rc)
+				p->acked = p->sent = bad;
+			SB_WARN("replica_segment_refetch", "topic=%s partition=%d base=%" PRId64 " result=\"%s\"",
+				p->topic, p->partition, bad, rc ? sb_strerror(rc) : "cut back: fetched again");
+			bad_parts++;
+		} else if (rc) {
+			SB_ERROR("replica_verify_failed", "topic=%s partition=%d error=\"%s\"", p->topic, p->partition,
+				 sb_strerror(rc));
+		}
+	}
+	SB_INFO("replica_verified", "partitions=%u bad=%" PRId64 " ms=%" PRId64, f->nparts, bad_parts,
+		sb_mono_ms() - t0);
+}
+
 /* One stream to the leader, until it breaks or we stop. Returns 1 if it got
  * as far as receiving data (reset the back-off). */
 static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
@@ -555,7 +585,10 @@ static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 		sbc_conn_fini(&c);
 		return 0;
 	}
-	if (refresh_parts(f) || send_state(f, &k, 1)) {
+	int prc = refresh_parts(f);
+	if (!prc)
+		verify_once(f);
+	if (prc || send_state(f, &k, 1)) {
 		sbc_call_cancel(&k);
 		cancelled = 1;
 	}

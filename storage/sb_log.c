@@ -943,6 +943,55 @@ int sb_log_epoch_end(struct sb_log *log, int32_t epoch, int64_t *end)
 
 /* ---- whole sealed segments ---- */
 
+/* 0 if seg's batches are all whole and valid, SB_ECORRUPT, or -errno. */
+static int verify_segment(struct sb_segment *seg)
+{
+	uint64_t pos = 0;
+	int64_t offset = seg->base_offset;
+	if (seg->corrupt_pos != SB_SEGMENT_NO_CORRUPTION)
+		return SB_ECORRUPT;
+	while (offset < seg->next_offset) {
+		uint8_t *buf = NULL;
+		uint64_t off = 0, len = 0;
+		int64_t next = offset;
+		int rc = sb_segment_read(seg, offset, pos, seg->size, 4u << 20, 4u << 20, &buf, &off, &len, &next);
+		free(buf);
+		if (rc)
+			return rc;
+		if (len == 0 || off != 0 || next <= offset)
+			return SB_ECORRUPT; /* the file ends before the index said */
+		pos += len;
+		offset = next;
+	}
+	return pos == seg->size ? 0 : SB_ECORRUPT;
+}
+
+int sb_log_verify_sealed(struct sb_log *log, int64_t *bad_base)
+{
+	*bad_base = -1;
+	for (uint32_t i = 0;; i++) {
+		struct sb_segment *seg = NULL;
+		pthread_mutex_lock(&log->lock);
+		if (i + 1 < log->nsegs) {
+			seg = log->segs[i];
+			sb_segment_ref(seg);
+		}
+		pthread_mutex_unlock(&log->lock);
+		if (!seg)
+			return 0;
+		int rc = verify_segment(seg);
+		int64_t base = seg->base_offset;
+		sb_segment_unref(seg);
+		if (rc == SB_ECORRUPT) {
+			SB_ERROR("segment_corrupt", "log=%s base=%" PRId64 " found_by=verify", log->name, base);
+			*bad_base = base;
+			return 0;
+		}
+		if (rc)
+			return rc;
+	}
+}
+
 int sb_log_sealed_at(struct sb_log *log, int64_t offset, struct sb_log_segment_info *info)
 {
 	int found = 0;

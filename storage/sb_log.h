@@ -184,6 +184,13 @@ int sb_log_sealed_at(struct sb_log *log, int64_t offset, struct sb_log_segment_i
  * is base. Returns the count (0 at its end), SB_ENOTFOUND if no such sealed
  * segment exists any more (retention), or -errno. */
 int64_t sb_log_read_sealed(struct sb_log *log, int64_t base, uint64_t pos, void *buf, size_t len);
+/* Reads every sealed segment whole and checks each batch (CRC, offsets):
+ * what a follower runs at start-up, since sealed segments are otherwise
+ * trusted through their index files and only checked when read. *bad_base
+ * gets the base offset of the first segment with bad bytes, or -1. 0 or
+ * -errno (an I/O error, not bad data). Any thread; reads only. */
+int sb_log_verify_sealed(struct sb_log *log, int64_t *bad_base) SB_MUST_CHECK;
+
 /* Where a follower stages a whole segment it receives: the directory
  * (<log dir>/replica, created by the caller) and the file
  * (<log dir>/replica/<base>.log). Either may be NULL; SB_PATH_MAX each. */

@@ -323,10 +323,51 @@ def test_a_draining_leader_hands_over_and_loses_nothing():
             sbtest.cleanup(c.base)
 
 
+def test_a_follower_refetches_a_corrupted_sealed_segment():
+    """Bit rot in a follower's sealed segment: at start-up it reads every
+    sealed segment, finds the bad one, cuts back to it and fetches it again."""
+    c = Cluster(name="bitrot")
+    try:
+        for i in range(2):
+            c.start(i)
+        lead, n1 = c.nodes[0], c.nodes[1]
+        wait_for("follower connected", lambda: "event=follower_connection" in lead.read_log())
+        lead.admin.CreateTopic(pb.CreateTopicRequest(
+            name="rot", partitions=1, config=pb.TopicConfig(segment_bytes=1 << 20)), timeout=5)
+        value = os.urandom(2000)
+        for base in range(0, 2500, 500):  # ~5 MB: 4 sealed segments of 1 MiB
+            r = sbtest.produce(lead, "rot", [pb.Record(value=value) for _ in range(500)], acks=pb.ACKS_ALL)
+            assert all(x.error_code == 0 for x in r), [x.error_message for x in r if x.error_code][:2]
+        end = describe(lead, "rot").partitions[0].log_end_offset
+        wait_for("replicated", lambda: describe(n1, "rot").partitions[0].high_watermark == end)
+        assert n1.stop() == 0
+        names = sorted(segment_files(n1, "rot"))
+        victim = os.path.join(n1.data_dir, "topics", "rot", "0", names[1])  # a sealed one in the middle
+        with open(victim, "r+b") as f:
+            f.seek(os.path.getsize(victim) // 2)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0x5A]))
+        n1 = c.start(1)
+        wait_for("converged again", lambda: describe(n1, "rot").partitions[0].high_watermark == end, timeout=60)
+        log = n1.read_log()
+        assert "event=replica_segment_refetch" in log, log[-3000:]
+        a, b = segment_files(lead, "rot"), segment_files(n1, "rot")
+        assert a.keys() == b.keys(), (list(a), list(b))
+        for name in a:
+            assert a[name] == b[name], "segment %s differs" % name
+        c.passed = True
+    finally:
+        c.stop_all()
+        if getattr(c, "passed", False):
+            sbtest.cleanup(c.base)
+
+
 if __name__ == "__main__":
     sbtest.run_tests([
         test_promote_after_leader_crash_loses_nothing_acknowledged,
         test_a_returning_leader_cuts_the_suffix_only_it_wrote,
         test_catch_up_ships_sealed_segments_and_resumes_a_cut_copy,
         test_a_draining_leader_hands_over_and_loses_nothing,
+        test_a_follower_refetches_a_corrupted_sealed_segment,
     ])
