@@ -105,7 +105,7 @@ int sb_repl__adopt_epoch(struct sb_repl *r, int64_t epoch, int32_t leader_id)
 	if (leader_id >= 0 && sb_repl__node_index(r, leader_id) < 0)
 		leader_id = -1; /* not one of ours: learn the epoch, find the leader later */
 	int step_down = r->role == SB_ROLE_LEADER && leader_id != r->node_id;
-	r->epoch = epoch;
+	__atomic_store_n(&r->epoch, epoch, __ATOMIC_RELEASE);
 	r->leader_id = leader_id;
 	if (step_down)
 		r->role = SB_ROLE_FOLLOWER;
@@ -201,7 +201,7 @@ int sb_repl_promote(struct sb_repl *r, int32_t node_id, int unclean, struct sb_r
 		pthread_mutex_unlock(&r->lock);
 		return SB_EFENCED;
 	}
-	r->epoch = epoch;
+	__atomic_store_n(&r->epoch, epoch, __ATOMIC_RELEASE);
 	r->leader_id = r->node_id;
 	r->role = SB_ROLE_LEADER;
 	r->connected = 0;
@@ -306,10 +306,8 @@ int sb_repl_is_leader(struct sb_repl *r)
 
 int64_t sb_repl_epoch(struct sb_repl *r)
 {
-	pthread_mutex_lock(&r->lock);
-	int64_t e = r->epoch;
-	pthread_mutex_unlock(&r->lock);
-	return e;
+	/* Every append asks: no lock (writers store it atomically under the lock). */
+	return __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE);
 }
 
 int32_t sb_repl_node_id(const struct sb_repl *r)
