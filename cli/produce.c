@@ -412,6 +412,15 @@ static int report(struct producer *p, double secs)
 	}
 	if (p->acks == STREAMBUS__V1__ACKS__ACKS_NONE)
 		unanswered = 0;
+	if (p->acks == STREAMBUS__V1__ACKS__ACKS_NONE && st.code != GRPC_STATUS_OK) {
+		/* No responses, and the stream did not end cleanly: nobody knows how
+		 * many of the records were written. Say so instead of a count. */
+		fprintf(stderr,
+		        "sent %" PRIu64 " records in %" PRIu64 " requests with acks none; the stream ended with "
+		        "%s, so some of them may not have been written\n",
+		        p->records_sent, p->requests_sent, sbc_status_name(st.code));
+		return rc ? rc : SBC_EXIT_ERROR;
+	}
 	fprintf(stderr,
 	        "produced %" PRIu64 " records in %" PRIu64 " requests (%" PRIu64 " failed, %" PRIu64
 	        " records unanswered) in %.2f s: %.0f records/s\n",
