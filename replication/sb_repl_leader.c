@@ -65,6 +65,8 @@ struct fstream {
 	struct sb_repl *r;
 	grpc_call *call;
 	pthread_mutex_t lock; /* the flags below */
+	pthread_cond_t idle;  /* signalled when a pump ends */
+	pthread_t pump_thread; /* the thread running the pump, while pumping */
 	int refs;             /* atomic */
 	grpc_byte_buffer *in, *out;
 	int node;             /* node index, -1 before the hello */
@@ -100,6 +102,7 @@ static void stream_unref(struct fstream *s)
 		free(s->hello[i].topic);
 	free(s->hello);
 	free(s->fp);
+	pthread_cond_destroy(&s->idle);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 	if (done)
@@ -195,6 +198,14 @@ static void on_status(struct sb_rpc_tag *t, int ok)
 	struct fstream *s = (struct fstream *)((char *)t - offsetof(struct fstream, status_tag));
 	struct sb_repl *r = s->r;
 	(void)ok;
+	/* A pump running on another worker owns the partition set and parks
+	 * waiters: let it finish (it sees `ending` and stops) before both go.
+	 * Called from inside the pump itself (a refused status), it returns
+	 * straight after. */
+	pthread_mutex_lock(&s->lock);
+	while (s->pumping && !pthread_equal(s->pump_thread, pthread_self()))
+		pthread_cond_wait(&s->idle, &s->lock);
+	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_lock(&r->lock);
 	if (s->node >= 0 && r->by_node[s->node] == s) {
 		r->by_node[s->node] = NULL;
@@ -820,6 +831,7 @@ static void pump(struct fstream *s)
 		return;
 	}
 	s->pumping = 1;
+	s->pump_thread = pthread_self();
 	for (;;) {
 		s->pump_again = 0;
 		if (s->ending || s->send_inflight || s->node < 0)
@@ -833,6 +845,7 @@ static void pump(struct fstream *s)
 			break;
 	}
 	s->pumping = 0;
+	pthread_cond_broadcast(&s->idle);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -879,6 +892,7 @@ void sb_repl_serve_follow(struct sb_repl *r, grpc_call *call, void (*done)(void 
 	s->done = done;
 	s->done_arg = arg;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->idle, NULL);
 	s->r = r;
 	s->call = call;
 	s->node = -1;
