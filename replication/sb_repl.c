@@ -624,17 +624,23 @@ static uint32_t isr_all_mask(const struct sb_repl *r, const struct pset *s)
 	return mask;
 }
 
+/* Lock held: sleeps up to ms, or until stop or a promotion wakes tick_cv. */
+static void wait_ms(struct sb_repl *r, long ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += ms * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(&r->tick_cv, &r->lock, &ts);
+}
+
 static void *ticker_main(void *arg)
 {
 	struct sb_repl *r = arg;
 	pthread_mutex_lock(&r->lock);
 	while (!r->stopping) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += SB_REPL_TICK_MS * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-		pthread_cond_timedwait(&r->tick_cv, &r->lock, &ts);
+		wait_ms(r, SB_REPL_TICK_MS);
 		if (r->stopping || r->role != SB_ROLE_LEADER)
 			continue;
 		struct pset *s = sb_repl__cur(r);
@@ -720,12 +726,7 @@ static void *announcer_main(void *arg)
 	conns_init(r, conns);
 	pthread_mutex_lock(&r->lock);
 	while (!r->stopping) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += SB_REPL_ANNOUNCE_MS * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-		pthread_cond_timedwait(&r->tick_cv, &r->lock, &ts);
+		wait_ms(r, SB_REPL_ANNOUNCE_MS);
 		if (r->stopping)
 			break;
 		pthread_mutex_unlock(&r->lock);

@@ -350,6 +350,9 @@ static int take_chunk(struct sb_repl_follower *f, struct fol_part *p, const Stre
 			p->stage_base, p->stage_have);
 		return SB_EINVAL; /* the next hello says what is staged */
 	}
+	if (c->file_size < 0 || c->file_size > (int64_t)SB_SEGMENT_BYTES_MAX ||
+	    p->stage_have + c->data.len > (uint64_t)c->file_size)
+		return SB_EINVAL; /* never stage more than the file the leader announced */
 	rc = sb_vfs_write_all(vfs, p->stage_fd, c->data.data, c->data.len, p->stage_have);
 	if (rc)
 		return rc;

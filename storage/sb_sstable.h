@@ -57,8 +57,9 @@ struct sb_kv_entry {
 };
 #endif
 
-/* ---- Limits (checked when writing and again when reading). TODO: move to
- * sb_limits.h. ---- */
+/* ---- Format limits (checked when writing and again when reading). The key
+ * limit follows sb_limits.h's SB_KV_KEY_MAX; the rest bound this file format
+ * and stay with it. ---- */
 
 /* One key. Keys are compared on every lookup and one key per block is held
  * in memory by the block index; 64 KiB keeps a key well inside a block and
