@@ -11,6 +11,10 @@ PACKAGES=(
 	libgrpc-dev grpc-proto              # gRPC C core; health/reflection protos
 	libprotobuf-c-dev protobuf-c-compiler protobuf-compiler  # protoc-c, descriptor sets
 	protobuf-compiler-grpc python3-grpcio python3-protobuf   # Python examples and tests
+	libssl-dev openssl python3-cryptography  # SHA-256 token hashes; test certificates
+	libfuse3-dev fuse3                  # tests/faultfs: the fault-injecting file system
+	clang libclang-rt-14-dev            # tests/fuzz: libFuzzer targets
+	iproute2 iptables util-linux        # fault tests: namespaces, partitions, fsfreeze
 )
 
 missing=()
