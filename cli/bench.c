@@ -414,7 +414,7 @@ int cmd_bench(struct cli_globals *g, int argc, char **argv)
 		c.acks_name = "none";
 	snprintf(c.server, sizeof c.server, "%s", g->server);
 	c.timeout_s = g->timeout_s;
-	sbc_global_init();
+	cli_init(g);
 	cli_catch_signals();
 	rc = setup_topic(&c, &partitions, &end_offset);
 	if (!rc)

@@ -30,21 +30,41 @@ struct sbc_conn; /* client.h */
 struct cli_globals {
 	char server[256];
 	double timeout_s;
+	/* Security (docs/SECURITY.md): PEM paths and a bearer token. */
+	char tls_ca[1024], tls_cert[1024], tls_key[1024], tls_server_name[256];
+	char token[4096];
 };
 
 /* getopt_long entries for the global options; each command's table starts
  * with these and passes unknown-to-it results to cli_global_opt. */
-enum { CLI_OPT_SERVER = 0x1000, CLI_OPT_TIMEOUT, CLI_OPT_FIRST_LOCAL = 0x1100 };
+enum {
+	CLI_OPT_SERVER = 0x1000,
+	CLI_OPT_TIMEOUT,
+	CLI_OPT_TLS_CA,
+	CLI_OPT_TLS_CERT,
+	CLI_OPT_TLS_KEY,
+	CLI_OPT_TLS_SERVER_NAME,
+	CLI_OPT_TOKEN,
+	CLI_OPT_FIRST_LOCAL = 0x1100
+};
 /* clang-format off */
 #define CLI_GLOBAL_LONGOPTS \
 	{"server", required_argument, 0, CLI_OPT_SERVER}, \
 	{"timeout", required_argument, 0, CLI_OPT_TIMEOUT}, \
+	{"tls-ca", required_argument, 0, CLI_OPT_TLS_CA}, \
+	{"tls-cert", required_argument, 0, CLI_OPT_TLS_CERT}, \
+	{"tls-key", required_argument, 0, CLI_OPT_TLS_KEY}, \
+	{"tls-server-name", required_argument, 0, CLI_OPT_TLS_SERVER_NAME}, \
+	{"token", required_argument, 0, CLI_OPT_TOKEN}, \
 	{"help", no_argument, 0, 'h'}
 /* clang-format on */
 
 /* Handles a global option returned by getopt_long. 0 if handled, 2 (usage
  * error, already reported) if its argument is bad, -1 if opt is not global. */
 int cli_global_opt(struct cli_globals *g, int opt, const char *arg);
+/* Starts gRPC and applies the security options to every connection; a PEM
+ * file that cannot be read ends the program (exit status 2). */
+void cli_init(struct cli_globals *g);
 
 /* Each command: argv[0] is the command name; returns the exit status. */
 int cmd_topic(struct cli_globals *g, int argc, char **argv);

@@ -6,9 +6,96 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define PEM_MAX (1u << 20)
+
+/* The security settings of every new connection (sbc_security_set). */
+static struct {
+	pthread_mutex_t lock;
+	char *ca, *cert, *key; /* PEM contents; ca NULL: plaintext */
+	char server_name[256];
+	char *bearer;          /* "Bearer <token>", or NULL */
+} sec = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static char *read_pem(const char *path, struct sbc_status *st)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0;
+	if (!f) {
+		st->code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(st->msg, sizeof st->msg, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	buf = malloc(PEM_MAX + 1);
+	if (buf)
+		n = fread(buf, 1, PEM_MAX + 1, f);
+	if (buf && n > 0 && n <= PEM_MAX) {
+		buf[n] = 0;
+		if (strstr(buf, "-----BEGIN")) {
+			fclose(f);
+			return buf;
+		}
+	}
+	st->code = GRPC_STATUS_INVALID_ARGUMENT;
+	snprintf(st->msg, sizeof st->msg, "%s: not a PEM file (or larger than 1 MiB)", path);
+	free(buf);
+	fclose(f);
+	return NULL;
+}
+
+int sbc_security_set(const struct sbc_security *s, struct sbc_status *st)
+{
+	char *ca = NULL, *cert = NULL, *key = NULL;
+	int tls = s->tls_ca && *s->tls_ca;
+	int client_cert = (s->tls_cert && *s->tls_cert) || (s->tls_key && *s->tls_key);
+	st->code = GRPC_STATUS_OK;
+	st->msg[0] = 0;
+	if (client_cert && (!s->tls_cert || !*s->tls_cert || !s->tls_key || !*s->tls_key || !tls)) {
+		st->code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(st->msg, sizeof st->msg, "a client certificate needs --tls-cert, --tls-key and --tls-ca");
+		return -1;
+	}
+	if (tls && !(ca = read_pem(s->tls_ca, st)))
+		return -1;
+	if (client_cert && (!(cert = read_pem(s->tls_cert, st)) || !(key = read_pem(s->tls_key, st)))) {
+		free(ca);
+		free(cert);
+		return -1;
+	}
+	pthread_mutex_lock(&sec.lock);
+	free(sec.ca);
+	free(sec.cert);
+	free(sec.key);
+	sec.ca = ca;
+	sec.cert = cert;
+	sec.key = key;
+	snprintf(sec.server_name, sizeof sec.server_name, "%s", s->tls_server_name ? s->tls_server_name : "");
+	if (!sec.bearer && s->token && *s->token) {
+		size_t n = strlen(s->token) + 8;
+		if ((sec.bearer = malloc(n)))
+			snprintf(sec.bearer, n, "Bearer %s", s->token);
+	}
+	pthread_mutex_unlock(&sec.lock);
+	return 0;
+}
+
+/* The metadata every call sends: the token, if one is set. The value points
+ * at sec.bearer, which never changes once set. */
+static size_t call_metadata(grpc_metadata *md)
+{
+	if (!sec.bearer)
+		return 0;
+	memset(md, 0, sizeof *md);
+	md->key = grpc_slice_from_static_string("authorization");
+	md->value = grpc_slice_from_static_string(sec.bearer);
+	return 1;
+}
 
 void sbc_global_init(void)
 {
@@ -29,7 +116,7 @@ static gpr_timespec deadline_after_ms(int64_t ms)
 
 void sbc_conn_init(struct sbc_conn *c, const char *target, double timeout_s)
 {
-	grpc_arg args[6];
+	grpc_arg args[7];
 	memset(c, 0, sizeof *c);
 	memset(args, 0, sizeof args);
 	snprintf(c->target, sizeof c->target, "%s", target);
@@ -56,9 +143,23 @@ void sbc_conn_init(struct sbc_conn *c, const char *target, double timeout_s)
 	args[5].type = GRPC_ARG_INTEGER;
 	args[5].key = GRPC_ARG_ENABLE_RETRIES;
 	args[5].value.integer = 0;
-	grpc_channel_args ca = {.num_args = sizeof args / sizeof *args, .args = args};
-	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-	c->channel = grpc_channel_create(target, creds, &ca);
+	grpc_channel_args ca = {.num_args = 6, .args = args};
+	grpc_channel_credentials *creds;
+	pthread_mutex_lock(&sec.lock);
+	if (sec.ca) {
+		grpc_ssl_pem_key_cert_pair pair = {.private_key = sec.key, .cert_chain = sec.cert};
+		creds = grpc_ssl_credentials_create(sec.ca, sec.cert ? &pair : NULL, NULL, NULL);
+		if (sec.server_name[0]) {
+			args[6].type = GRPC_ARG_STRING;
+			args[6].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+			args[6].value.string = sec.server_name;
+			ca.num_args = 7;
+		}
+	} else {
+		creds = grpc_insecure_credentials_create();
+	}
+	c->channel = grpc_channel_create(target, creds, &ca); /* copies the args */
+	pthread_mutex_unlock(&sec.lock);
 	grpc_channel_credentials_release(creds);
 	c->cq = grpc_completion_queue_create_for_next(NULL);
 	c->unary_cq = grpc_completion_queue_create_for_pluck(NULL);
@@ -168,7 +269,10 @@ int sbc_unary(struct sbc_conn *c, const char *method, const ProtobufCMessage *re
 	grpc_metadata_array_init(&initial_md);
 	grpc_metadata_array_init(&trailing_md);
 	memset(ops, 0, sizeof ops);
+	grpc_metadata auth;
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].data.send_initial_metadata.count = call_metadata(&auth);
+	ops[0].data.send_initial_metadata.metadata = &auth;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
 	ops[1].data.send_message.send_message = out;
 	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -245,6 +349,9 @@ int sbc_call_start(struct sbc_conn *c, struct sbc_call *k, const char *method,
 	                                   NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 	grpc_slice_unref(m);
 	memset(ops, 0, sizeof ops);
+	grpc_metadata auth;
+	ops[n].data.send_initial_metadata.count = call_metadata(&auth);
+	ops[n].data.send_initial_metadata.metadata = &auth;
 	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
 	if (first) {
 		k->start_with_message = 1;
@@ -509,6 +616,9 @@ int sbc_exit_code(grpc_status_code code)
 		return SBC_EXIT_INVALID;
 	case GRPC_STATUS_RESOURCE_EXHAUSTED:
 		return SBC_EXIT_EXHAUSTED;
+	case GRPC_STATUS_UNAUTHENTICATED:
+	case GRPC_STATUS_PERMISSION_DENIED:
+		return SBC_EXIT_DENIED;
 	default:
 		return SBC_EXIT_ERROR;
 	}

@@ -39,6 +39,7 @@ enum sbc_exit {
 	SBC_EXIT_INVALID = 6,   /* INVALID_ARGUMENT, OUT_OF_RANGE, FAILED_PRECONDITION */
 	SBC_EXIT_EXHAUSTED = 7, /* RESOURCE_EXHAUSTED: too big, busy, disk full */
 	SBC_EXIT_NOT_SERVING = 8, /* health: the server answered NOT_SERVING */
+	SBC_EXIT_DENIED = 9,    /* UNAUTHENTICATED or PERMISSION_DENIED */
 };
 
 /* The outcome of a call: a gRPC status code and the server's message. */
@@ -107,7 +108,21 @@ struct sbc_event {
 void sbc_global_init(void);
 void sbc_global_fini(void);
 
-/* Opens a channel to target ("HOST:PORT", insecure) with the CLI's channel
+/* How connections authenticate (docs/SECURITY.md). Empty or NULL fields are
+ * off. With tls_ca the channel uses TLS and verifies the server against
+ * that CA bundle; tls_cert/tls_key add a client certificate (mTLS);
+ * tls_server_name overrides the name checked in the server's certificate.
+ * token goes with every call as `authorization: Bearer <token>`. */
+struct sbc_security {
+	const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
+	const char *token;
+};
+/* Reads the PEM files and applies s to every connection opened afterwards
+ * (may be called again, e.g. on SIGHUP; the token is kept from the first
+ * call that set one). 0, or -1 with the file and reason in *st. */
+int sbc_security_set(const struct sbc_security *s, struct sbc_status *st);
+
+/* Opens a channel to target ("HOST:PORT"; TLS per sbc_security_set) with the CLI's channel
  * arguments (64 MiB receive limit, keepalive pings for long subscriptions).
  * Never fails: connecting happens lazily. Release with sbc_conn_fini. */
 void sbc_conn_init(struct sbc_conn *c, const char *target, double timeout_s);

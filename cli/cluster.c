@@ -127,7 +127,7 @@ static int cluster_info(struct cli_globals *g, int json)
 	int rc = SBC_EXIT_OK;
 
 	snprintf(what, sizeof what, "cluster info from %s", g->server);
-	sbc_global_init();
+	cli_init(g);
 	sbc_conn_init(&c, g->server, g->timeout_s);
 	if (sbc_unary(&c, SBC_M_CLUSTER_INFO, &q.base,
 	              &streambus__v1__get_cluster_info_response__descriptor, &m, &st) != 0) {
@@ -185,7 +185,7 @@ static int cluster_promote(struct cli_globals *g, int32_t id, int unclean)
 	int rc = SBC_EXIT_OK;
 
 	snprintf(what, sizeof what, "cluster promote %d", id);
-	sbc_global_init();
+	cli_init(g);
 	sbc_conn_init(&c, g->server, g->timeout_s);
 	if (node_address(&c, id, addr, sizeof addr, &st)) {
 		rc = sbc_report(what, &st);

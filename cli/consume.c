@@ -397,7 +397,7 @@ int cmd_consume(struct cli_globals *g, int argc, char **argv)
 		return rc;
 	static char outbuf[1 << 16];
 	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-	sbc_global_init();
+	cli_init(g);
 	sbc_conn_init(&c.conn, g->server, g->timeout_s);
 	rc = run(&c);
 	sbc_conn_fini(&c.conn);

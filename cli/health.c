@@ -63,7 +63,7 @@ int cmd_health(struct cli_globals *g, int argc, char **argv)
 		return cli_usage_error("health", "unexpected argument \"%s\"", argv[optind]);
 	snprintf(what, sizeof what, "health check of service \"%.200s\" at %s", q.service,
 	         g->server);
-	sbc_global_init();
+	cli_init(g);
 	sbc_conn_init(&c, g->server, g->timeout_s);
 	if (sbc_unary(&c, SBC_M_HEALTH_CHECK, &q.base,
 	              &grpc__health__v1__health_check_response__descriptor, &m, &st)) {

@@ -30,6 +30,11 @@ static const char usage_text[] =
     "  --server HOST:PORT   server address (default $STREAMBUS_SERVER, else " SBC_DEFAULT_SERVER
     ")\n"
     "  --timeout SECONDS    deadline of unary calls and of connecting (default 10)\n"
+    "  --tls-ca FILE        use TLS; verify the server against this PEM CA bundle\n"
+    "  --tls-cert FILE      client certificate (PEM) for servers that require one (mTLS)\n"
+    "  --tls-key FILE       its private key (PEM)\n"
+    "  --tls-server-name N  name to check in the server's certificate (default: the host)\n"
+    "  --token TOKEN        bearer token (default $STREAMBUS_TOKEN)\n"
     "  -h, --help           help; 'streambus COMMAND --help' for a command's options\n"
     "  --version            print the version\n"
     "\n"
@@ -47,6 +52,7 @@ static const char usage_text[] =
     "  6  invalid argument or out of range (rejected by the server)\n"
     "  7  resource exhausted (message too large, partition busy, disk full)\n"
     "  8  health: the server is not serving\n"
+    "  9  not authenticated, or not allowed (token missing, unknown or lacking permission)\n"
     "\n"
     "errors go to stderr as: streambus: <what failed>: <gRPC status>: <server message>\n";
 
@@ -151,6 +157,31 @@ int cli_parse_separator(const char *s, char *buf, int cap)
 	return n ? n : -1;
 }
 
+static int set_str(char *dst, size_t cap, const char *flag, const char *arg)
+{
+	if (strlen(arg) >= cap)
+		return cli_usage_error(flag, "value too long (at most %zu bytes)", cap - 1);
+	snprintf(dst, cap, "%s", arg);
+	return 0;
+}
+
+void cli_init(struct cli_globals *g)
+{
+	struct sbc_status st;
+	struct sbc_security s = {
+	    .tls_ca = g->tls_ca,
+	    .tls_cert = g->tls_cert,
+	    .tls_key = g->tls_key,
+	    .tls_server_name = g->tls_server_name,
+	    .token = g->token,
+	};
+	sbc_global_init();
+	if (sbc_security_set(&s, &st) != 0) {
+		fprintf(stderr, "streambus: %s\n", st.msg);
+		exit(SBC_EXIT_USAGE);
+	}
+}
+
 static int set_server(struct cli_globals *g, const char *arg)
 {
 	if (!arg[0] || strlen(arg) >= sizeof g->server)
@@ -172,6 +203,12 @@ int cli_global_opt(struct cli_globals *g, int opt, const char *arg)
 			return cli_usage_error(
 			    "--timeout", "invalid value \"%s\": use seconds in (0, 86400]", arg);
 		return 0;
+	case CLI_OPT_TLS_CA: return set_str(g->tls_ca, sizeof g->tls_ca, "--tls-ca", arg);
+	case CLI_OPT_TLS_CERT: return set_str(g->tls_cert, sizeof g->tls_cert, "--tls-cert", arg);
+	case CLI_OPT_TLS_KEY: return set_str(g->tls_key, sizeof g->tls_key, "--tls-key", arg);
+	case CLI_OPT_TLS_SERVER_NAME:
+		return set_str(g->tls_server_name, sizeof g->tls_server_name, "--tls-server-name", arg);
+	case CLI_OPT_TOKEN: return set_str(g->token, sizeof g->token, "--token", arg);
 	default:
 		return -1;
 	}
@@ -214,6 +251,9 @@ int main(int argc, char **argv)
 	memset(&g, 0, sizeof g);
 	snprintf(g.server, sizeof g.server, "%s", env && env[0] ? env : SBC_DEFAULT_SERVER);
 	g.timeout_s = SBC_DEFAULT_TIMEOUT_S;
+	const char *tok = getenv("STREAMBUS_TOKEN");
+	if (tok && strlen(tok) < sizeof g.token)
+		snprintf(g.token, sizeof g.token, "%s", tok);
 	signal(SIGPIPE, SIG_IGN); /* a closed stdout is reported as a write error */
 	/* Large messages stay on the heap: see the same setting in streambusd.c. */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);

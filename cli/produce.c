@@ -652,7 +652,7 @@ int cmd_produce(struct cli_globals *g, int argc, char **argv)
 		free(p);
 		return rc;
 	}
-	sbc_global_init();
+	cli_init(g);
 	sbc_conn_init(&p->conn, g->server, g->timeout_s);
 	rc = run(p);
 	sbc_conn_fini(&p->conn);

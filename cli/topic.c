@@ -71,7 +71,7 @@ static int admin_call(struct cli_globals *g, const char *what, const char *metho
 	struct sbc_status st;
 	char leader[256];
 	int rc = 0;
-	sbc_global_init();
+	cli_init(g);
 	sbc_conn_init(&c, g->server, g->timeout_s);
 	int failed = sbc_unary(&c, method, req, d, resp, &st) != 0;
 	if (failed && kind == WRITE && st.code == GRPC_STATUS_UNAVAILABLE &&

@@ -23,6 +23,8 @@ const char *sb_strerror(int err)
 	case SB_EFENCED: return "fenced by a higher leader epoch";
 	case SB_ENOTFOUND: return "not found";
 	case SB_EINVAL: return "invalid argument";
+	case SB_EUNAUTH: return "not authenticated";
+	case SB_EDENIED: return "permission denied";
 	default: break;
 	}
 	if (err < 0 && err > -4096)

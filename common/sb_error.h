@@ -34,7 +34,9 @@ enum sb_error {
 	SB_EFENCED = SB_EBASE - 15,      /* a higher leader epoch was seen */
 	SB_ENOTFOUND = SB_EBASE - 16,    /* no such entry (e.g. no offset for a timestamp) */
 	SB_EINVAL = SB_EBASE - 17,       /* invalid argument from a caller */
-	SB_ELAST = SB_EBASE - 18
+	SB_EUNAUTH = SB_EBASE - 18,      /* no credentials, or unknown ones */
+	SB_EDENIED = SB_EBASE - 19,      /* known caller, not allowed */
+	SB_ELAST = SB_EBASE - 20
 };
 
 /* Returns a static, human-readable name for err: a domain error's text, or

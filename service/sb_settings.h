@@ -42,6 +42,22 @@ struct sb_settings {
 	int64_t consume_buffer_bytes;
 	int64_t keepalive_ms;
 	int64_t shutdown_grace_ms;
+	/* Security (docs/SECURITY.md). Paths to PEM files and the tokens file. */
+	char tls_cert[1024], tls_key[1024];
+	char tls_client_ca[1024];   /* set: clients must present a certificate it signed (mTLS) */
+	char tls_ca[1024];          /* CA that signed the peers' certificates (replication links) */
+	char tls_server_name[256];  /* name peers' certificates are checked against ("" = host) */
+	char tokens_file[1024];
+	char cluster_secret_file[1024];
+	int insecure;               /* allow a non-loopback listener without TLS or tokens */
+	/* Per-caller limits (per principal, or per connection without tokens). */
+	int64_t limit_streams;
+	int64_t limit_inflight_bytes;
+	int64_t limit_rate;
+	int64_t limit_burst;
+	int64_t max_streams_per_connection;
+	int64_t handshake_timeout_ms;
+	int64_t idle_timeout_ms;
 	int help, version;
 };
 

@@ -12,6 +12,7 @@
 #define SB_SERVICE_SVC_H
 
 #include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -21,6 +22,17 @@
 
 struct sb_logmgr;
 struct sb_repl;
+struct sb_auth;
+struct sb_limits;
+struct sb_tls;
+struct sb_principal;
+struct sb_limiter;
+
+/* Who made a call (owned by the call; sb_svc__caller_end releases it). */
+struct sb_caller {
+	struct sb_principal *who; /* NULL: authentication is off */
+	struct sb_limiter *lim;   /* its per-principal / per-connection limits */
+};
 
 enum sb_method {
 	SB_M_PRODUCE,
@@ -45,6 +57,10 @@ struct sb_svc {
 	const struct sb_settings *cfg;
 	struct sb_logmgr *mgr;
 	struct sb_repl *repl;    /* roles, in-sync set, the Follow streams */
+	struct sb_auth *auth;    /* tokens (reloaded on SIGHUP) */
+	struct sb_limits *limits; /* per-caller streams, in-flight bytes, rate */
+	struct sb_tls *tls;      /* server certificate (reloaded on SIGHUP); NULL: plaintext */
+	grpc_server_credentials *creds; /* until the port is added */
 	grpc_server *server;
 	grpc_completion_queue *cq;
 	void *methods[SB_M_COUNT];
@@ -75,6 +91,10 @@ int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_lo
 void sb_svc_drain(struct sb_svc *svc);
 /* Cancels what is left, shuts the server and queue down, joins workers. */
 void sb_svc_stop(struct sb_svc *svc);
+/* SIGHUP: reads the tokens file again and marks the TLS files for reading
+ * at the next handshake. A file that fails to load leaves the old one in
+ * force (logged). */
+void sb_svc_reload(struct sb_svc *svc);
 
 /* ---- for the call modules (service/) ---- */
 
@@ -86,10 +106,22 @@ void sb_svc__call_end(struct sb_svc *svc);
 /* Status code and a caller-facing message for err (with context). */
 void sb_svc__error_text(int err, const char *what, char *buf, size_t cap);
 
-/* Handlers: each takes ownership of call and payload (payload may be NULL). */
-void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_byte_buffer *payload);
-void sb_svc__produce(struct sb_svc *svc, grpc_call *call);
-void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payload);
+/* Ends a caller: its limiter stream, its principal reference, the struct
+ * itself (NULL is fine). Handlers call it beside sb_svc__call_end. */
+void sb_svc__caller_end(struct sb_svc *svc, struct sb_caller *c);
+/* Produce: may c produce to topic, and is it within its limits for bytes
+ * more? 0, SB_EDENIED, or SB_EBUSY with *retry_ms. sb_svc__produce_done
+ * returns the bytes once answered. */
+int sb_svc__produce_admit(struct sb_svc *svc, struct sb_caller *c, const char *topic, int64_t bytes,
+			  int64_t *retry_ms) SB_MUST_CHECK;
+void sb_svc__produce_done(struct sb_svc *svc, struct sb_caller *c, int64_t bytes);
+
+/* Handlers: each takes ownership of call, payload (may be NULL) and the
+ * caller, already authenticated and counted (sb_svc__call_begin done). */
+void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_byte_buffer *payload,
+		   struct sb_caller *who);
+void sb_svc__produce(struct sb_svc *svc, grpc_call *call, struct sb_caller *who);
+void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payload, struct sb_caller *who);
 void sb_svc__health_watch(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payload);
 void sb_svc__reflection(struct sb_svc *svc, enum sb_method m, grpc_call *call);
 /* Ends every subscription / watch (drain). */
@@ -103,6 +135,8 @@ void sb_svc__health_changed(struct sb_svc *svc);
 
 /* Rejects a call at once with code/msg and frees it (no other state). */
 void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, const char *msg);
+/* RESOURCE_EXHAUSTED with retry advice: streambus-retry-after-ms trailer. */
+void sb_svc__reject_retry(struct sb_svc *svc, grpc_call *call, const char *msg, int64_t retry_ms);
 /* Rejects a write sent to a node that does not lead: UNAVAILABLE, with the
  * leader's address in the trailing metadata key streambus-leader. */
 void sb_svc__reject_not_leader(struct sb_svc *svc, grpc_call *call);

@@ -7,6 +7,8 @@
  * (GRPC_CORE.md wake-up) so a worker resumes the stream at once. */
 #include "sb_svc.h"
 
+#include "sb_auth.h"
+
 #include "sb_logmgr.h"
 #include "sb_logging.h"
 #include "sb_svc_encode.h"
@@ -23,6 +25,7 @@ struct sb_consume {
 	struct sb_rpc_tag send_tag, close_tag, wake_tag, status_tag;
 	struct sb_log_waiter waiter;
 	struct sb_svc *svc;
+	struct sb_caller *who;
 	grpc_call *call;
 	pthread_mutex_t lock;
 	int refs;
@@ -61,6 +64,7 @@ static void consume_unref(struct sb_consume *c)
 		sb_topic_release(c->topic);
 	grpc_call_unref(c->call);
 	pthread_mutex_destroy(&c->lock);
+	sb_svc__caller_end(svc, c->who);
 	free(c);
 	sb_svc__call_end(svc);
 }
@@ -317,6 +321,13 @@ static int open_stream(struct sb_consume *c, grpc_byte_buffer *payload, grpc_sta
 		snprintf(msg, cap, "malformed ConsumeRequest");
 		return -1;
 	}
+	if (!sb_principal_can(c->who ? c->who->who : NULL, SB_PERM_CONSUME, q->topic)) {
+		/* before the lookup: a caller without permission learns nothing */
+		*code = GRPC_STATUS_PERMISSION_DENIED;
+		snprintf(msg, cap, "principal %s may not consume from topic \"%.200s\"",
+			 sb_principal_name(c->who ? c->who->who : NULL), q->topic);
+		goto out;
+	}
 	int err = sb_logmgr_acquire(c->svc->mgr, q->topic, &c->topic);
 	if (err) {
 		*code = sb_svc_status(err);
@@ -355,7 +366,7 @@ static int admit(struct sb_svc *svc)
 	return rc;
 }
 
-void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payload)
+void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payload, struct sb_caller *who)
 {
 	grpc_status_code code = GRPC_STATUS_OK;
 	char msg[320];
@@ -371,12 +382,14 @@ void sb_svc__consume(struct sb_svc *svc, grpc_call *call, grpc_byte_buffer *payl
 		}
 		if (payload)
 			grpc_byte_buffer_destroy(payload);
+		sb_svc__caller_end(svc, who);
 		sb_svc__reject(svc, call, rc == SB_ECLOSED ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
 			       rc == SB_ECLOSED ? "server is shutting down"
 			       : rc == -ENOMEM ? "out of memory" : "too many subscribers");
 		return;
 	}
 	c->svc = svc;
+	c->who = who;
 	c->call = call;
 	c->send_tag.fn = on_sent;
 	c->close_tag.fn = on_close;

@@ -38,6 +38,7 @@ struct pend {
 	uint32_t records;
 	struct sb_log *log;
 	struct sb_log_waiter hw_wait;
+	int64_t bytes;          /* counted against the caller's in-flight bytes */
 	int done, silent;       /* silent: ACKS_NONE and OK: no response */
 	grpc_status_code code;
 	char *msg;
@@ -46,6 +47,7 @@ struct pend {
 struct sb_produce {
 	struct sb_rpc_tag recv_tag, send_tag, close_tag, status_tag;
 	struct sb_svc *svc;
+	struct sb_caller *who;
 	grpc_call *call;
 	pthread_mutex_t lock;
 	int refs;
@@ -75,6 +77,7 @@ static void produce_unref(struct sb_produce *p)
 	grpc_call_unref(p->call);
 	sb_batch_builder_fini(&p->builder);
 	pthread_mutex_destroy(&p->lock);
+	sb_svc__caller_end(svc, p->who);
 	free(p);
 	sb_svc__call_end(svc);
 }
@@ -140,6 +143,8 @@ static void pump(struct sb_produce *p)
 				p->cancelled = 1;
 			}
 		}
+		if (q->bytes)
+			sb_svc__produce_done(p->svc, p->who, q->bytes);
 		pend_free(q);
 	}
 	if (p->recv_paused && p->inflight < p->svc->cfg->max_inflight_per_stream && !p->half_closed &&
@@ -275,6 +280,18 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 	size_t tl = r->topic_len < sizeof topic - 1 ? r->topic_len : sizeof topic - 1;
 	memcpy(topic, r->topic, tl);
 	topic[tl] = 0;
+	int64_t retry = 0;
+	err = sb_svc__produce_admit(svc, p->who, topic, (int64_t)r->len, &retry);
+	if (err) { /* before the topic is looked up: a caller without permission learns nothing */
+		if (err == SB_EDENIED)
+			snprintf(msg, sizeof msg, "not allowed to produce to topic \"%.300s\"", topic);
+		else
+			snprintf(msg, sizeof msg, "in-flight bytes or request rate at the caller's limit: "
+						  "not appended; retry in %lld ms", (long long)retry);
+		answer_now(p, q, sb_svc_status(err), msg);
+		return;
+	}
+	q->bytes = (int64_t)r->len;
 	err = r->topic_len >= sizeof topic - 1 || memchr(r->topic, 0, r->topic_len) ? SB_EBADNAME
 		 : sb_logmgr_acquire(svc->mgr, topic, &topic_ref);
 	if (err) {
@@ -439,7 +456,7 @@ static void on_close(struct sb_rpc_tag *t, int ok)
 	produce_unref(p);
 }
 
-void sb_svc__produce(struct sb_svc *svc, grpc_call *call)
+void sb_svc__produce(struct sb_svc *svc, grpc_call *call, struct sb_caller *who)
 {
 	int rc = sb_svc__call_begin(svc);
 	struct sb_produce *p = NULL;
@@ -449,6 +466,7 @@ void sb_svc__produce(struct sb_svc *svc, grpc_call *call)
 		rc = -ENOMEM;
 	if (rc) {
 		free(p);
+		sb_svc__caller_end(svc, who);
 		if (rc != SB_ECLOSED && rc != SB_EBUSY)
 			sb_svc__call_end(svc);
 		sb_svc__reject(svc, call, rc == SB_ECLOSED ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
@@ -456,6 +474,7 @@ void sb_svc__produce(struct sb_svc *svc, grpc_call *call)
 		return;
 	}
 	p->svc = svc;
+	p->who = who;
 	p->call = call;
 	p->recv_tag.fn = on_recv;
 	p->send_tag.fn = on_sent;

@@ -3,12 +3,17 @@
 
 #include "sb_repl.h"
 
+#include "sb_auth.h"
+#include "sb_limit.h"
 #include "sb_limits.h"
+#include "sb_tls.h"
 #include "sb_logging.h"
 #include "sb_svc_status.h"
 
 #include <errno.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <limits.h>
 #include <grpc/support/time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -122,18 +127,130 @@ static int leader_only(int m)
 	return m == SB_M_PRODUCE || m == SB_M_CREATE_TOPIC || m == SB_M_DELETE_TOPIC;
 }
 
-static void dispatch(struct sb_svc *svc, int m, grpc_call *call, grpc_byte_buffer *payload)
+/* Health (probes) and reflection (the schema) answer everyone. */
+static int open_method(int m)
 {
+	return m < 0 || m == SB_M_HEALTH_CHECK || m == SB_M_HEALTH_WATCH || m == SB_M_REFLECTION_V1 ||
+	       m == SB_M_REFLECTION_V1ALPHA;
+}
+
+/* Method-level permission; topic-level checks are the handlers'. NULL for
+ * allowed, else what is missing. */
+static const char *method_denied(const struct sb_principal *p, int m)
+{
+	switch (m) {
+	case SB_M_CREATE_TOPIC:
+	case SB_M_DELETE_TOPIC: return sb_principal_can(p, SB_PERM_ADMIN, NULL) ? NULL : "admin";
+	case SB_M_PROMOTE: /* an operator, or the leader handing over on drain */
+		return sb_principal_can(p, SB_PERM_ADMIN, NULL) || sb_principal_can(p, SB_PERM_REPLICATE, NULL)
+			   ? NULL : "admin";
+	case SB_M_REPL_FOLLOW:
+	case SB_M_REPL_ANNOUNCE: return sb_principal_can(p, SB_PERM_REPLICATE, NULL) ? NULL : "replicate";
+	default: return NULL;
+	}
+}
+
+void sb_svc__caller_end(struct sb_svc *svc, struct sb_caller *c)
+{
+	if (!c)
+		return;
+	if (c->lim) {
+		sb_limiter_call_end(svc->limits, c->lim);
+		sb_limiter_put(svc->limits, c->lim);
+	}
+	sb_principal_release(c->who);
+	free(c);
+}
+
+int sb_svc__produce_admit(struct sb_svc *svc, struct sb_caller *c, const char *topic, int64_t bytes,
+			  int64_t *retry_ms)
+{
+	*retry_ms = 0;
+	if (!sb_principal_can(c ? c->who : NULL, SB_PERM_PRODUCE, topic))
+		return SB_EDENIED;
+	return c && c->lim ? sb_limiter_request(svc->limits, c->lim, bytes, retry_ms) : 0;
+}
+
+void sb_svc__produce_done(struct sb_svc *svc, struct sb_caller *c, int64_t bytes)
+{
+	if (c && c->lim)
+		sb_limiter_done(svc->limits, c->lim, bytes);
+}
+
+/* Authenticates the call, checks its method-level permission and opens its
+ * limiter stream. NULL if the call was rejected (it is then answered). */
+static struct sb_caller *admit(struct sb_svc *svc, int m, grpc_call *call, const char *authz)
+{
+	char msg[256], key[SB_LIMIT_KEY_MAX];
+	int64_t retry = 0;
+	struct sb_caller *c = calloc(1, sizeof *c);
+	if (!c) {
+		sb_svc__reject(svc, call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	if (sb_auth_identify(svc->auth, authz, &c->who) != 0) {
+		sb_svc__reject(svc, call, GRPC_STATUS_UNAUTHENTICATED,
+			       "missing or unknown token: send the metadata \"authorization: Bearer <token>\"");
+		goto fail;
+	}
+	const char *need = method_denied(c->who, m);
+	if (need) {
+		snprintf(msg, sizeof msg, "principal %s may not call this method (it needs the %s permission)",
+			 sb_principal_name(c->who), need);
+		sb_svc__reject(svc, call, GRPC_STATUS_PERMISSION_DENIED, msg);
+		goto fail;
+	}
+	if (m == SB_M_REPL_FOLLOW || m == SB_M_REPL_ANNOUNCE)
+		return c; /* cluster traffic: not limited like clients */
+	if (c->who) {
+		snprintf(key, sizeof key, "p:%s", sb_principal_name(c->who));
+	} else {
+		char *peer = grpc_call_get_peer(call);
+		snprintf(key, sizeof key, "c:%s", peer ? peer : "?");
+		gpr_free(peer);
+	}
+	c->lim = sb_limiter_get(svc->limits, key);
+	if (!c->lim) {
+		sb_svc__reject(svc, call, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many callers: retry later");
+		goto fail;
+	}
+	if (sb_limiter_call_begin(svc->limits, c->lim, &retry) != 0) {
+		snprintf(msg, sizeof msg, "limit of %s reached (concurrent calls or request rate): retry in %lld ms",
+			 key, (long long)retry);
+		sb_limiter_put(svc->limits, c->lim);
+		c->lim = NULL;
+		sb_svc__reject_retry(svc, call, msg, retry);
+		goto fail;
+	}
+	return c;
+fail:
+	sb_principal_release(c->who);
+	free(c);
+	return NULL;
+}
+
+static void dispatch(struct sb_svc *svc, int m, grpc_call *call, grpc_byte_buffer *payload, const char *authz)
+{
+	struct sb_caller *c = NULL;
+	if (!open_method(m) && !(c = admit(svc, m, call, authz))) {
+		if (payload)
+			grpc_byte_buffer_destroy(payload);
+		return;
+	}
 	if (leader_only(m) && !sb_repl_is_leader(svc->repl)) {
 		if (payload)
 			grpc_byte_buffer_destroy(payload);
+		sb_svc__caller_end(svc, c);
 		sb_svc__reject_not_leader(svc, call);
 		return;
 	}
 	switch (m) {
-	case SB_M_REPL_FOLLOW: serve_follow(svc, call); break;
-	case SB_M_PRODUCE: sb_svc__produce(svc, call); break;
-	case SB_M_CONSUME: sb_svc__consume(svc, call, payload); break;
+	case SB_M_REPL_FOLLOW:
+		sb_svc__caller_end(svc, c);
+		serve_follow(svc, call);
+		break;
+	case SB_M_PRODUCE: sb_svc__produce(svc, call, c); break;
+	case SB_M_CONSUME: sb_svc__consume(svc, call, payload, c); break;
 	case SB_M_HEALTH_WATCH: sb_svc__health_watch(svc, call, payload); break;
 	case SB_M_REFLECTION_V1:
 	case SB_M_REFLECTION_V1ALPHA: sb_svc__reflection(svc, (enum sb_method)m, call); break;
@@ -142,7 +259,7 @@ static void dispatch(struct sb_svc *svc, int m, grpc_call *call, grpc_byte_buffe
 			grpc_byte_buffer_destroy(payload);
 		sb_svc__reject(svc, call, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
 		break;
-	default: sb_svc__unary(svc, (enum sb_method)m, call, payload); break;
+	default: sb_svc__unary(svc, (enum sb_method)m, call, payload, c); break;
 	}
 }
 
@@ -150,6 +267,7 @@ static void slot_done(struct sb_rpc_tag *tag, int ok)
 {
 	struct slot *s = (struct slot *)tag;
 	struct sb_svc *svc = s->svc;
+	char authz[SB_AUTH_TOKEN_MAX + 16];
 	if (!ok) { /* shutdown: no call was created */
 		slot_free(s);
 		return;
@@ -157,6 +275,7 @@ static void slot_done(struct sb_rpc_tag *tag, int ok)
 	grpc_call *call = s->call;
 	grpc_byte_buffer *payload = s->payload;
 	int m = s->m;
+	const char *a = sb_rpc_md_get(&s->md, "authorization", authz, sizeof authz);
 	grpc_metadata_array_destroy(&s->md);
 	if (m < 0)
 		grpc_call_details_destroy(&s->details);
@@ -165,7 +284,9 @@ static void slot_done(struct sb_rpc_tag *tag, int ok)
 	pthread_mutex_unlock(&svc->lock);
 	if (!posted)
 		free(s); /* its arrays are already destroyed */
-	dispatch(svc, m, call, payload);
+	dispatch(svc, m, call, payload, a);
+	if (a)
+		memset(authz, 0, sizeof authz);
 }
 
 static void *worker_main(void *arg)
@@ -208,21 +329,115 @@ static grpc_channel_args *server_args(const struct sb_settings *cfg, grpc_arg *a
 	 * would bind too and the kernel would split connections between two data
 	 * directories. Binding a taken port must fail instead. */
 	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT, {.integer = 0}};
+	/* Hostile or broken clients: a connection that never finishes its
+	 * handshake, or sits without calls, is closed; one connection cannot
+	 * open more than its share of streams. */
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONCURRENT_STREAMS, {.integer = (int)cfg->max_streams_per_connection}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, {.integer = (int)cfg->handshake_timeout_ms}};
+	a[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+			    {.integer = cfg->idle_timeout_ms > INT_MAX ? INT_MAX : (int)cfg->idle_timeout_ms}};
 	args.num_args = (size_t)n;
 	args.args = a;
 	return &args;
 }
 
+/* 1 if a listen address reaches only this machine. */
+static int loopback(const char *listen)
+{
+	return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0 ||
+	       strncmp(listen, "[::1]:", 6) == 0 || strncmp(listen, "ipv4:127.", 9) == 0 ||
+	       strncmp(listen, "unix:", 5) == 0;
+}
+
+static void close_security(struct sb_svc *svc)
+{
+	if (svc->creds)
+		grpc_server_credentials_release(svc->creds);
+	svc->creds = NULL;
+	sb_tls_free(svc->tls);
+	sb_auth_close(svc->auth);
+	sb_limits_close(svc->limits);
+	svc->tls = NULL;
+	svc->auth = NULL;
+	svc->limits = NULL;
+}
+
+/* Tokens, TLS and limits; refuses an unprotected listener beyond loopback
+ * unless --insecure says so. */
+static int open_security(struct sb_svc *svc, const struct sb_settings *cfg)
+{
+	char err[512] = "";
+	int rc;
+	struct sb_limits_cfg lc = {
+		.streams = cfg->limit_streams,
+		.inflight_bytes = cfg->limit_inflight_bytes,
+		.rate = (double)cfg->limit_rate,
+		.burst = (double)cfg->limit_burst,
+	};
+	if ((rc = sb_limits_open(&svc->limits, &lc)) != 0)
+		goto fail;
+	rc = sb_auth_open(&svc->auth, cfg->tokens_file, cfg->cluster_secret_file, err, sizeof err);
+	if (rc)
+		goto fail;
+	if (cfg->tls_cert[0] || cfg->tls_key[0] || cfg->tls_client_ca[0]) {
+		if (!cfg->tls_cert[0] || !cfg->tls_key[0]) {
+			snprintf(err, sizeof err, "TLS needs both --tls-cert and --tls-key");
+			rc = SB_EBADCONFIG;
+			goto fail;
+		}
+		rc = sb_tls_open(&svc->tls, cfg->tls_cert, cfg->tls_key, cfg->tls_client_ca, &svc->creds, err,
+				 sizeof err);
+		if (rc)
+			goto fail;
+	} else {
+		svc->creds = grpc_insecure_server_credentials_create();
+	}
+	int open = !svc->tls && !sb_auth_enabled(svc->auth);
+	if (open && !loopback(cfg->listen) && !cfg->insecure) {
+		snprintf(err, sizeof err, "listen=%s is not a loopback address and neither TLS (--tls-cert) nor "
+					  "tokens (--tokens-file) are configured: configure them, or pass --insecure",
+			 cfg->listen);
+		rc = SB_EBADCONFIG;
+		goto fail;
+	}
+	SB_INFO("security", "tls=%s client_certificates=%s tokens=%zu cluster_secret=%s listen=%s%s",
+		svc->tls ? "on" : "off", cfg->tls_client_ca[0] ? "required" : "no", sb_auth_count(svc->auth),
+		cfg->cluster_secret_file[0] ? "yes" : "no", cfg->listen,
+		open ? (loopback(cfg->listen) ? " note=\"no security: loopback only\""
+					       : " note=\"no security (--insecure)\"") : "");
+	return 0;
+fail:
+	SB_ERROR("security_config", "error=\"%s\"", err[0] ? err : sb_strerror(rc));
+	close_security(svc);
+	return rc ? rc : SB_EBADCONFIG;
+}
+
+void sb_svc_reload(struct sb_svc *svc)
+{
+	char err[512] = "";
+	if (sb_auth_enabled(svc->auth)) {
+		if (sb_auth_reload(svc->auth, err, sizeof err) == 0)
+			SB_INFO("tokens_reloaded", "tokens=%zu", sb_auth_count(svc->auth));
+		else
+			SB_ERROR("tokens_reload_failed", "error=\"%s\" note=\"the previous tokens stay in force\"", err);
+	}
+	sb_tls_reload(svc->tls);
+}
+
 int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_logmgr *mgr,
 		 struct sb_repl *repl)
 {
-	grpc_arg a[9];
+	grpc_arg a[12];
+	int rc;
 	memset(svc, 0, sizeof *svc);
 	svc->cfg = cfg;
 	svc->mgr = mgr;
 	svc->repl = repl;
 	pthread_mutex_init(&svc->lock, NULL);
 	pthread_cond_init(&svc->cond, NULL);
+	rc = open_security(svc, cfg);
+	if (rc)
+		return rc;
 	svc->server = grpc_server_create(server_args(cfg, a), NULL);
 	svc->cq = grpc_completion_queue_create_for_next(NULL);
 	for (int m = 0; m < SB_M_COUNT; m++)
@@ -230,14 +445,15 @@ int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_lo
 							      method_table[m].payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
 										      : GRPC_SRM_PAYLOAD_NONE, 0);
 	grpc_server_register_completion_queue(svc->server, svc->cq, NULL);
-	grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-	svc->port = grpc_server_add_http2_port(svc->server, cfg->listen, creds);
-	grpc_server_credentials_release(creds);
+	svc->port = grpc_server_add_http2_port(svc->server, cfg->listen, svc->creds);
+	grpc_server_credentials_release(svc->creds);
+	svc->creds = NULL;
 	if (svc->port == 0) {
 		SB_ERROR("listen_failed", "listen=%s", cfg->listen);
 		grpc_server_destroy(svc->server);
 		grpc_completion_queue_shutdown(svc->cq);
 		grpc_completion_queue_destroy(svc->cq);
+		close_security(svc);
 		return SB_EBADCONFIG;
 	}
 	grpc_server_start(svc->server);
@@ -315,6 +531,15 @@ void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, 
 {
 	(void)svc;
 	reject_md(call, code, msg, NULL, 0);
+}
+
+void sb_svc__reject_retry(struct sb_svc *svc, grpc_call *call, const char *msg, int64_t retry_ms)
+{
+	char v[32];
+	const char *md[2] = {"streambus-retry-after-ms", v};
+	(void)svc;
+	snprintf(v, sizeof v, "%lld", (long long)retry_ms);
+	reject_md(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, md, retry_ms > 0 ? 1 : 0);
 }
 
 void sb_svc__reject_not_leader(struct sb_svc *svc, grpc_call *call)
@@ -428,6 +653,7 @@ void sb_svc_stop(struct sb_svc *svc)
 		pthread_join(svc->workers[i], NULL);
 	grpc_server_destroy(svc->server);
 	grpc_completion_queue_destroy(svc->cq);
+	close_security(svc);
 	pthread_mutex_destroy(&svc->lock);
 	pthread_cond_destroy(&svc->cond);
 	SB_INFO("server_stopped", "port=%d", svc->port);

@@ -29,6 +29,8 @@ grpc_status_code sb_svc_status(int err)
 	case SB_ENOTLEADER:
 	case SB_EFENCED: return GRPC_STATUS_UNAVAILABLE;
 	case SB_ECORRUPT: return GRPC_STATUS_DATA_LOSS;
+	case SB_EUNAUTH: return GRPC_STATUS_UNAUTHENTICATED;
+	case SB_EDENIED: return GRPC_STATUS_PERMISSION_DENIED;
 	default: break;
 	}
 	if (err < 0 && err > -4096)

@@ -5,6 +5,7 @@
 
 #include "sb_repl.h"
 
+#include "sb_auth.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "sb_limits.h"
 #include "sb_logmgr.h"
@@ -24,6 +25,7 @@ struct unary {
 	grpc_call *call;
 	grpc_byte_buffer *bb; /* the reply message, destroyed after it was sent */
 	struct sb_svc *svc;
+	struct sb_caller *who;
 	int refs, cancelled;
 };
 
@@ -39,6 +41,7 @@ static void unary_unref(struct unary *u)
 		grpc_call_unref(u->call);
 		if (u->bb)
 			grpc_byte_buffer_destroy(u->bb);
+		sb_svc__caller_end(u->svc, u->who);
 		sb_svc__call_end(u->svc);
 		free(u);
 	}
@@ -86,7 +89,22 @@ static int find_log(struct sb_svc *svc, const char *topic, int32_t partition, st
 	return rc;
 }
 
-static void do_fetch(struct sb_svc *svc, const Streambus__V1__FetchRequest *q, struct reply *r)
+/* A caller without the permission learns nothing about the topic: the
+ * answer is the same whether it exists or not. */
+static int denied(const struct sb_caller *who, enum sb_perm perm, const char *topic, struct reply *r)
+{
+	const struct sb_principal *p = who ? who->who : NULL;
+	int ok = perm ? sb_principal_can(p, perm, topic) : sb_principal_sees(p, topic);
+	if (!ok) {
+		r->code = GRPC_STATUS_PERMISSION_DENIED;
+		snprintf(r->msg, sizeof r->msg, "principal %s may not %s topic \"%.300s\"", sb_principal_name(p),
+			 perm == SB_PERM_CONSUME ? "consume from" : "see", topic);
+	}
+	return !ok;
+}
+
+static void do_fetch(struct sb_svc *svc, const Streambus__V1__FetchRequest *q, struct reply *r,
+		     const struct sb_caller *who)
 {
 	struct sb_topic *t = NULL;
 	struct sb_log *log;
@@ -99,6 +117,8 @@ static void do_fetch(struct sb_svc *svc, const Streambus__V1__FetchRequest *q, s
 		fail(r, SB_EINVAL, "offset must be >= 0%s", "");
 		return;
 	}
+	if (denied(who, SB_PERM_CONSUME, q->topic, r))
+		return;
 	if (find_log(svc, q->topic, q->partition, &t, &log, r))
 		return;
 	size_t max_bytes = q->max_bytes && q->max_bytes < svc->cfg->consume_max_bytes ? q->max_bytes
@@ -250,11 +270,14 @@ struct listing {
 	char **names;
 	struct sb_topic_config *copies;
 	size_t n, cap;
+	const struct sb_principal *who; /* lists only the topics it may see */
 };
 
 static int list_one(void *arg, const char *name, const struct sb_topic_config *cfg)
 {
 	struct listing *l = arg;
+	if (!sb_principal_sees(l->who, name))
+		return 0;
 	if (l->n == l->cap)
 		return 1;
 	size_t i = l->n++;
@@ -279,9 +302,10 @@ static int count_one(void *arg, const char *name, const struct sb_topic_config *
 	return 0;
 }
 
-static void do_list(struct sb_svc *svc, struct reply *r)
+static void do_list(struct sb_svc *svc, struct reply *r, const struct sb_caller *who)
 {
 	struct listing l = {0};
+	l.who = who ? who->who : NULL;
 	Streambus__V1__ListTopicsResponse resp = STREAMBUS__V1__LIST_TOPICS_RESPONSE__INIT;
 	/* Size the arrays to the topics there are now (plus slack for ones
 	 * created meanwhile), not to the 10,000-topic maximum. */
@@ -311,9 +335,12 @@ static void do_list(struct sb_svc *svc, struct reply *r)
 	free(l.copies);
 }
 
-static void do_describe(struct sb_svc *svc, const Streambus__V1__DescribeTopicRequest *q, struct reply *r)
+static void do_describe(struct sb_svc *svc, const Streambus__V1__DescribeTopicRequest *q, struct reply *r,
+			const struct sb_caller *who)
 {
 	struct sb_topic *t = NULL;
+	if (denied(who, 0, q->name, r))
+		return;
 	int rc = sb_logmgr_acquire(svc->mgr, q->name, &t);
 	if (rc) {
 		fail(r, rc, rc == SB_EBADNAME ? "invalid topic name \"%.300s\"" : "unknown topic \"%.300s\"", q->name);
@@ -488,14 +515,15 @@ static const ProtobufCMessageDescriptor *request_type(enum sb_method m)
 	}
 }
 
-static void handle(struct sb_svc *svc, enum sb_method m, const ProtobufCMessage *q, struct reply *r)
+static void handle(struct sb_svc *svc, enum sb_method m, const ProtobufCMessage *q, struct reply *r,
+		   const struct sb_caller *who)
 {
 	switch (m) {
-	case SB_M_FETCH: do_fetch(svc, (const void *)q, r); break;
+	case SB_M_FETCH: do_fetch(svc, (const void *)q, r, who); break;
 	case SB_M_CREATE_TOPIC: do_create(svc, (const void *)q, r); break;
 	case SB_M_DELETE_TOPIC: do_delete(svc, (const void *)q, r); break;
-	case SB_M_LIST_TOPICS: do_list(svc, r); break;
-	case SB_M_DESCRIBE_TOPIC: do_describe(svc, (const void *)q, r); break;
+	case SB_M_LIST_TOPICS: do_list(svc, r, who); break;
+	case SB_M_DESCRIBE_TOPIC: do_describe(svc, (const void *)q, r, who); break;
 	case SB_M_CLUSTER_INFO: do_cluster(svc, r); break;
 	case SB_M_HEALTH_CHECK: do_health(svc, (const void *)q, r); break;
 	case SB_M_PROMOTE: do_promote(svc, (const void *)q, r); break;
@@ -504,7 +532,8 @@ static void handle(struct sb_svc *svc, enum sb_method m, const ProtobufCMessage 
 	}
 }
 
-void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_byte_buffer *payload)
+void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_byte_buffer *payload,
+		   struct sb_caller *who)
 {
 	struct reply r = {.bb = NULL, .code = GRPC_STATUS_OK};
 	struct unary *u = NULL;
@@ -514,6 +543,7 @@ void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_b
 	if (rc) {
 		if (payload)
 			grpc_byte_buffer_destroy(payload);
+		sb_svc__caller_end(svc, who);
 		sb_svc__reject(svc, call, rc == SB_ECLOSED ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_RESOURCE_EXHAUSTED,
 			       rc == SB_ECLOSED ? "server is shutting down: retry on another node or later"
 					        : "too many concurrent calls (max-streams): retry later");
@@ -531,7 +561,7 @@ void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_b
 		r.code = GRPC_STATUS_INVALID_ARGUMENT;
 		snprintf(r.msg, sizeof r.msg, "malformed request message");
 	} else {
-		handle(svc, m, q, &r);
+		handle(svc, m, q, &r, who);
 		protobuf_c_message_free_unpacked(q, NULL);
 	}
 	u = calloc(1, sizeof *u);
@@ -540,9 +570,11 @@ void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_b
 			grpc_byte_buffer_destroy(r.bb);
 		grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
 		grpc_call_unref(call);
+		sb_svc__caller_end(svc, who);
 		sb_svc__call_end(svc);
 		return;
 	}
+	u->who = who;
 	u->sent.fn = on_sent;
 	u->closed.fn = on_closed;
 	u->call = call;

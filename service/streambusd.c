@@ -1,7 +1,8 @@
 /* streambusd - the StreamBus server: settings, storage, gRPC, signals.
  *
- * SIGINT/SIGTERM are blocked in every thread before gRPC starts; main waits
- * for them with sigwait, then drains (readiness NOT_SERVING, produce streams
+ * SIGINT/SIGTERM/SIGHUP are blocked in every thread before gRPC starts; main
+ * waits for them with sigwait. SIGHUP reloads the tokens file and the TLS
+ * certificate; SIGINT/SIGTERM drain (readiness NOT_SERVING, produce streams
  * finish, subscriptions end with their resume offset), closes the storage
  * (every log fdatasynced) and exits 0. */
 #include "sb_logging.h"
@@ -10,6 +11,9 @@
 #include "sb_settings.h"
 #include "sb_svc.h"
 
+#include "client.h"
+
+#include <ctype.h>
 #include <grpc/grpc.h>
 #include <malloc.h>
 #include <signal.h>
@@ -35,6 +39,44 @@ static int open_storage(const struct sb_settings *s, struct sb_logmgr **mgr)
 		rc = sb_fsync_policy_parse(s->fsync_policy, &opt.defaults.log.fsync_policy);
 	if (!rc)
 		rc = sb_logmgr_open(&opt, mgr);
+	return rc;
+}
+
+/* Replication links (follower, announcements, hand-over) are client
+ * connections: TLS with --tls-ca (presenting this node's own certificate
+ * when it has one, for peers that require client certificates), and the
+ * cluster secret as their bearer token. */
+static int peer_security(const struct sb_settings *s)
+{
+	char secret[4097] = "";
+	struct sbc_status st;
+	int rc = 0;
+	if (s->cluster_secret_file[0]) {
+		FILE *f = fopen(s->cluster_secret_file, "rb");
+		size_t n = f ? fread(secret, 1, sizeof secret - 1, f) : 0;
+		if (f)
+			fclose(f);
+		while (n > 0 && isspace((unsigned char)secret[n - 1]))
+			n--;
+		secret[n] = 0;
+		if (n == 0) {
+			SB_ERROR("startup_failed", "what=cluster_secret file=\"%s\" error=\"unreadable or empty\"",
+				 s->cluster_secret_file);
+			return -1;
+		}
+	}
+	struct sbc_security sec = {
+		.tls_ca = s->tls_ca,
+		.tls_cert = s->tls_ca[0] ? s->tls_cert : NULL,
+		.tls_key = s->tls_ca[0] ? s->tls_key : NULL,
+		.tls_server_name = s->tls_server_name,
+		.token = secret,
+	};
+	if (sbc_security_set(&sec, &st) != 0) {
+		SB_ERROR("startup_failed", "what=peer_tls error=\"%s\"", st.msg);
+		rc = -1;
+	}
+	memset(secret, 0, sizeof secret);
 	return rc;
 }
 
@@ -80,9 +122,12 @@ int main(int argc, char **argv)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (peer_security(&s) != 0)
+		return 1;
 	rc = open_storage(&s, &mgr);
 	if (rc) {
 		SB_ERROR("startup_failed", "data_dir=\"%s\" error=\"%s\"", s.data_dir, sb_strerror(rc));
@@ -118,7 +163,14 @@ int main(int argc, char **argv)
 	SB_INFO("serving", "listen=%s port=%d data_dir=\"%s\" io=%s role=%s epoch=%lld version=%s", s.listen,
 		svc.port, s.data_dir, sb_logmgr_io_name(mgr), sb_repl_is_leader(repl) ? "leader" : "follower",
 		(long long)sb_repl_epoch(repl), SB_VERSION);
-	sigwait(&sigs, &sig);
+	for (;;) {
+		sigwait(&sigs, &sig);
+		if (sig != SIGHUP)
+			break;
+		SB_INFO("signal", "signal=SIGHUP action=reload");
+		sb_svc_reload(&svc);
+		(void)peer_security(&s); /* new peer connections use the new files */
+	}
 	SB_INFO("signal", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 	sb_svc_drain(&svc);
 	/* Writes are refused and answered now: a leader hands its role to an

@@ -44,6 +44,7 @@ try:
     import grpc
     from streambus.v1 import streambus_pb2 as pb
     from streambus.v1 import streambus_pb2_grpc as rpc
+    import sbsecurity  # beside this file: --tls-ca, --tls-cert/--tls-key, --token
 except ImportError as exc:
     sys.exit("producer.py: %s\n(generate the stubs with examples/python/gen_stubs.sh, and use a python3 "
              "that has grpcio, e.g. Debian's /usr/bin/python3)" % exc)
@@ -69,6 +70,7 @@ def parse_args(argv=None):
     ap.add_argument("--timeout", type=float, default=None, help="seconds for the whole stream (default: none)")
     ap.add_argument("--create", type=int, metavar="PARTITIONS", default=0,
                     help="create the topic with this many partitions first if it does not exist")
+    sbsecurity.add_args(ap)
     args = ap.parse_args(argv)
     if args.batch < 1 or args.window < 1:
         ap.error("--batch and --window must be >= 1")
@@ -147,8 +149,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Keepalive pings let a long-lived stream notice a dead connection; the
     # server allows a ping every 5 s.
-    channel = grpc.insecure_channel(args.server, options=[("grpc.keepalive_time_ms", 20000),
-                                                          ("grpc.keepalive_timeout_ms", 10000)])
+    channel = sbsecurity.channel(args, options=[("grpc.keepalive_time_ms", 20000),
+                                                 ("grpc.keepalive_timeout_ms", 10000)])
     stub = rpc.StreamBusStub(channel)
     if args.create:
         try:

@@ -41,6 +41,7 @@ try:
     import grpc
     from streambus.v1 import streambus_pb2 as pb
     from streambus.v1 import streambus_pb2_grpc as rpc
+    import sbsecurity  # beside this file: --tls-ca, --tls-cert/--tls-key, --token
 except ImportError as exc:
     sys.exit("subscriber.py: %s\n(generate the stubs with examples/python/gen_stubs.sh, and use a python3 "
              "that has grpcio, e.g. Debian's /usr/bin/python3)" % exc)
@@ -66,6 +67,7 @@ def parse_args(argv=None):
     ap.add_argument("--max-backoff", type=float, default=5.0, help="longest wait between reconnects, s")
     ap.add_argument("--max-retries", type=int, default=0,
                     help="give up after this many failed reconnects in a row (0 = never)")
+    sbsecurity.add_args(ap)
     args = ap.parse_args(argv)
     if args.start not in ("earliest", "latest"):
         try:
@@ -96,8 +98,8 @@ def request_for(args, position):
 
 def main(argv=None):
     args = parse_args(argv)
-    channel = grpc.insecure_channel(args.server, options=[("grpc.keepalive_time_ms", 20000),
-                                                          ("grpc.keepalive_timeout_ms", 10000)])
+    channel = sbsecurity.channel(args, options=[("grpc.keepalive_time_ms", 20000),
+                                                 ("grpc.keepalive_timeout_ms", 10000)])
     stub = rpc.StreamBusStub(channel)
     # position: the next offset to read, once known (None = use --from). With
     # --from latest it stays unknown until the first response or trailer; a
