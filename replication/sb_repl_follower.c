@@ -13,6 +13,7 @@
 #include "client.h"
 #include "sb_batch.h"
 #include "sb_crc32c.h"
+#include "sb_mutant.h"
 #include "sb_path.h"
 #include "sb_vfs.h"
 #include "sb_logging.h"
@@ -416,6 +417,8 @@ static int take_data(struct sb_repl_follower *f, const Streambus__V1__ReplicaDat
 		while ((rc = sb_log_append_replica(p->log, d->batches.data, d->batches.len, on_appended, a)) == SB_EBUSY &&
 		       !__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE))
 			usleep(500); /* the log's in-flight bound: let the disk catch up */
+		if (!rc && sb_mutant(SB_MUTANT_FOLLOWER_EARLY_ACK))
+			__atomic_store_n(&p->acked, end, __ATOMIC_RELEASE); /* the bug: not durable yet */
 		if (rc) {
 			__atomic_sub_fetch(&f->inflight, 1, __ATOMIC_ACQ_REL);
 			free(a);

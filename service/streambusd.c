@@ -7,6 +7,7 @@
  * (every log fdatasynced) and exits 0. */
 #include "sb_logging.h"
 #include "sb_logmgr.h"
+#include "sb_mutant.h"
 #include "sb_repl.h"
 #include "sb_settings.h"
 #include "sb_svc.h"
@@ -17,6 +18,7 @@
 #include <grpc/grpc.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -126,6 +128,9 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (sb_mutant_init())
+		SB_WARN("mutant", "STREAMBUS_MUTANT=\"%s\" note=\"deliberately broken durability: tests only\"",
+			getenv("STREAMBUS_MUTANT"));
 	if (peer_security(&s) != 0)
 		return 1;
 	rc = open_storage(&s, &mgr);

@@ -8,6 +8,8 @@
  */
 #include "sb_vfs.h"
 
+#include "sb_mutant.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -63,7 +65,10 @@ static int64_t posix_pwrite(struct sb_vfs *vfs, int fd, const void *buf, size_t 
 static int posix_datasync(struct sb_vfs *vfs, int fd)
 {
 	(void)vfs;
-	return fdatasync(fd) != 0 ? -errno : 0;
+	if (sb_mutant(SB_MUTANT_SKIP_FSYNC))
+		return 0;
+	int rc = fdatasync(fd) != 0 ? -errno : 0;
+	return rc && sb_mutant(SB_MUTANT_IGNORE_FSYNC_ERROR) ? 0 : rc;
 }
 
 static int posix_truncate(struct sb_vfs *vfs, int fd, uint64_t len)
@@ -118,7 +123,7 @@ static int posix_sync_dir(struct sb_vfs *vfs, const char *path)
 	int rc = 0;
 	if (fd < 0)
 		return fd;
-	if (fsync(fd) != 0)
+	if (!sb_mutant(SB_MUTANT_SKIP_DIR_FSYNC) && fsync(fd) != 0)
 		rc = -errno;
 	if (close(fd) != 0 && errno != EINTR && rc == 0)
 		rc = -errno;
