@@ -1,6 +1,8 @@
 /* sb_rpc.c - batches on the gRPC C core (see sb_rpc.h). */
 #include "sb_rpc.h"
 
+#include "sb_utf8.h"
+
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
 #include <stdlib.h>
@@ -16,6 +18,66 @@ grpc_byte_buffer *sb_rpc_pack(const ProtobufCMessage *m)
 	return bb;
 }
 
+/* 1 if every string field of the message in p[0..n) (nested messages
+ * too) is UTF-8 without NUL bytes: protobuf-c checks neither, and would
+ * hand over "a\0b" as "a". Unknown fields are skipped; 0 on malformed
+ * wire data (protobuf-c would refuse it anyway). */
+static int strings_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n, int depth)
+{
+	const uint8_t *end = p + n;
+	if (depth > 32)
+		return 0;
+	while (p < end) {
+		uint64_t key = 0, len = 0;
+		int shift = 0;
+		do {
+			if (p == end || shift > 63)
+				return 0;
+			key |= (uint64_t)(*p & 0x7F) << shift;
+			shift += 7;
+		} while (*p++ & 0x80);
+		switch (key & 7) {
+		case 0:
+			for (int i = 0;; i++) {
+				if (p == end || i > 9)
+					return 0;
+				if (!(*p++ & 0x80))
+					break;
+			}
+			break;
+		case 1:
+		case 5: {
+			size_t w = (key & 7) == 1 ? 8 : 4;
+			if ((size_t)(end - p) < w)
+				return 0;
+			p += w;
+			break;
+		}
+		case 2: {
+			shift = 0;
+			do {
+				if (p == end || shift > 63)
+					return 0;
+				len |= (uint64_t)(*p & 0x7F) << shift;
+				shift += 7;
+			} while (*p++ & 0x80);
+			if (len > (uint64_t)(end - p))
+				return 0;
+			const ProtobufCFieldDescriptor *f =
+			    key >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3)) : NULL;
+			if (f && f->type == PROTOBUF_C_TYPE_STRING && !sb_utf8_valid(p, (size_t)len))
+				return 0;
+			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && !strings_ok(f->descriptor, p, (size_t)len, depth + 1))
+				return 0;
+			p += len;
+			break;
+		}
+		default: return 0;
+		}
+	}
+	return 1;
+}
+
 ProtobufCMessage *sb_rpc_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb, size_t max_bytes)
 {
 	grpc_byte_buffer_reader r;
@@ -24,7 +86,8 @@ ProtobufCMessage *sb_rpc_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_b
 		return NULL;
 	grpc_slice all = grpc_byte_buffer_reader_readall(&r); /* one slice even if bb had many */
 	grpc_byte_buffer_reader_destroy(&r);
-	m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+	if (strings_ok(d, GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), 0))
+		m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
 	grpc_slice_unref(all);
 	return m;
 }

@@ -119,6 +119,15 @@ static void step(struct sb_consume *c)
 				finish(c, sb_svc_status(rc), msg);
 				return;
 			}
+			if (c->rd.len == 0 && c->rd.next_offset > c->next) {
+				/* The read stepped over a gap between segments (offsets
+				 * lost before a recovery, logged there): go on after it
+				 * instead of waiting for offsets that will never come. */
+				c->next = c->rd.next_offset;
+				free(c->rd.buf);
+				memset(&c->rd, 0, sizeof c->rd);
+				continue;
+			}
 			if (c->rd.len == 0) { /* caught up: park until an append */
 				free(c->rd.buf);
 				memset(&c->rd, 0, sizeof c->rd);

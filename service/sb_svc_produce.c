@@ -17,6 +17,7 @@
 #include "sb_svc_status.h"
 #include "sb_svc_wire.h"
 #include "sb_time.h"
+#include "sb_utf8.h"
 #include "streambus/v1/streambus.pb-c.h"
 
 #include <errno.h>
@@ -111,6 +112,8 @@ static grpc_byte_buffer *response_for(struct pend *q)
 	r.partition = q->partition;
 	r.base_offset = q->code == GRPC_STATUS_OK ? q->base_offset : -1;
 	r.error_code = (int32_t)q->code;
+	if (q->msg)
+		sb_utf8_sanitize(q->msg); /* it may quote a name cut mid-character */
 	r.error_message = q->msg ? q->msg : "";
 	return sb_rpc_pack(&r.base);
 }
@@ -321,12 +324,12 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 		q->records = (uint32_t)r->n_records;
 	}
 	sb_batch_builder_reset(&p->builder);
-	err = sb_wire_produce_records(r, &p->builder, sb_wall_ms(), 64);
+	err = sb_wire_produce_records(r, &p->builder, sb_wall_ms(), SB_RECORD_HEADERS_MAX);
 	if (!err)
 		err = sb_batch_builder_finish(&p->builder, &batch, &len);
 	if (err) {
 		answer_now(p, q, sb_svc_status(err),
-			   err == SB_ETOOBIG ? "request too large for one batch, or more than 64 headers on a record"
+			   err == SB_ETOOBIG ? "request too large for one batch, or more than 1024 headers on a record"
 			   : err == SB_EINVAL ? "malformed record" : "out of memory");
 		goto release;
 	}
@@ -375,7 +378,7 @@ static void on_recv(struct sb_rpc_tag *t, int ok)
 	struct sb_wire_produce req;
 	grpc_slice bytes = flatten(in);
 	grpc_byte_buffer_destroy(in);
-	int bad = sb_wire_produce_parse(GRPC_SLICE_START_PTR(bytes), GRPC_SLICE_LENGTH(bytes), &req) != 0;
+	int bad = sb_wire_produce_parse(GRPC_SLICE_START_PTR(bytes), GRPC_SLICE_LENGTH(bytes), &req);
 	struct pend *q = calloc(1, sizeof *q);
 	if (!q)
 		abort(); /* a few bytes: treat as fatal like every other OOM on this path */
@@ -390,8 +393,13 @@ static void on_recv(struct sb_rpc_tag *t, int ok)
 	p->inflight++;
 	int draining = p->draining;
 	pthread_mutex_unlock(&p->lock);
-	if (bad)
-		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT, "malformed ProduceRequest");
+	if (bad) {
+		q->request_id = req.request_id; /* when it came before the fault */
+		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT,
+			   bad == SB_EBADNAME ? "invalid topic name: it must be UTF-8 without NUL bytes, 1-249 "
+						"characters of [A-Za-z0-9._-]"
+					      : "malformed ProduceRequest");
+	}
 	else if (draining) {
 		q->request_id = req.request_id;
 		q->partition = req.partition;

@@ -135,6 +135,8 @@ static void do_fetch(struct sb_svc *svc, const Streambus__V1__FetchRequest *q, s
 		fail(r, rc, "read failed: %s", sb_strerror(rc));
 	} else {
 		rc = sb_enc_records(&e, 1, rd.data, rd.len, q->offset, INT64_MAX, max_records, max_bytes, &n, &next);
+		if (!rc && rd.len == 0 && rd.next_offset > next)
+			next = rd.next_offset; /* the read stepped over a gap between segments */
 		if (!rc)
 			rc = sb_enc_varint_field(&e, 2, (uint64_t)rd.stable_end);
 		if (!rc)

@@ -4,12 +4,15 @@
  * Record: 1 key, 2 value, 3 headers (Header: 1 key, 2 value), 4 timestamp_ms. */
 #include "sb_svc_wire.h"
 
+#include "sb_limits.h"
+#include "sb_utf8.h"
+
 #include "sb_varint.h"
 
 #include <errno.h>
 #include <string.h>
 
-#define MAX_HEADERS_STACK 64
+#define MAX_HEADERS_STACK SB_RECORD_HEADERS_MAX /* 1024 x 32 B on the stack */
 
 struct field {
 	uint32_t num, wt;
@@ -74,28 +77,30 @@ static int parse_record(const uint8_t *p, size_t n, struct sb_record_in *r, stru
 		} else if (f.num == 4 && f.wt == 0) {
 			r->timestamp_ms = (int64_t)f.v;
 		} else if (f.num == 3 && f.wt == 2) {
-			if (r->header_count >= max_headers) {
-				*too_many = 1;
-				continue;
-			}
-			struct sb_header_in *h = &hdrs[r->header_count++];
 			const uint8_t *hp = f.p, *he = f.p + f.n;
 			struct field g;
-			memset(h, 0, sizeof *h);
-			h->value = "";
+			struct sb_header_in h = {.value = ""};
 			while ((rc = next_field(&hp, he, &g)) == 1) {
 				if (g.num == 1 && g.wt == 2) {
-					h->key = g.p;
-					h->key_len = (uint32_t)g.n;
+					h.key = g.p;
+					h.key_len = (uint32_t)g.n;
 				} else if (g.num == 2 && g.wt == 2) {
-					h->value = g.p;
-					h->value_len = (uint32_t)g.n;
+					h.value = g.p;
+					h.value_len = (uint32_t)g.n;
 				} else if ((g.num == 1 || g.num == 2)) {
 					return SB_EINVAL; /* known field, wrong wire type */
 				}
 			}
 			if (rc < 0)
 				return rc;
+			/* Header.key is a proto3 string: other clients cannot decode
+			 * a record whose key is not UTF-8. */
+			if (h.key_len && !sb_utf8_valid(h.key, h.key_len))
+				return SB_EINVAL;
+			if (r->header_count >= max_headers)
+				*too_many = 1;
+			else
+				hdrs[r->header_count++] = h;
 		} else if (f.num >= 1 && f.num <= 4) {
 			return SB_EINVAL;
 		}
@@ -124,6 +129,8 @@ int sb_wire_produce_parse(const uint8_t *buf, size_t len, struct sb_wire_produce
 				return SB_EINVAL;
 			out->topic = (const char *)f.p;
 			out->topic_len = f.n;
+			if (!sb_utf8_valid(f.p, f.n)) /* also refuses NUL bytes */
+				return SB_EBADNAME;
 			break;
 		case 3:
 			if (f.wt != 0)

@@ -27,8 +27,9 @@ struct sb_wire_produce {
 };
 
 /* Parses the top level of a ProduceRequest in buf[0..len) (which must stay
- * valid while *out is used) and checks every record's structure. Returns 0
- * or SB_EINVAL (malformed). */
+ * valid while *out is used) and checks every record's structure. Returns 0,
+ * SB_EBADNAME (the topic is not UTF-8 or holds a NUL byte; request_id is
+ * set if it came first) or SB_EINVAL (malformed). */
 int sb_wire_produce_parse(const uint8_t *buf, size_t len, struct sb_wire_produce *out) SB_MUST_CHECK;
 
 /* Adds every record to b (timestamp 0 = now_ms). Returns 0, SB_ETOOBIG (the

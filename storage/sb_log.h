@@ -243,7 +243,10 @@ struct sb_log_read {
 
 /* Reads whole batches starting with the one containing offset, up to
  * max_bytes (at least one batch when offset < stable_end, even if larger).
- * len == 0 when offset == stable_end (caught up). Every batch's CRC is
+ * len == 0 when offset == stable_end (caught up), and also when offset lies
+ * in a gap between segments (offsets lost before a recovery, which logged
+ * segment_gap): then next_offset > offset says where reading goes on, and
+ * readers must continue from there. Every batch's CRC is
  * verified. Errors: SB_ERANGE_LOW (offset < log_start), SB_ERANGE_HIGH
  * (offset > stable_end) — out->log_start/stable_end then give the valid
  * range; SB_ECORRUPT (stored bytes invalid: DATA_LOSS), -errno. */

@@ -538,7 +538,7 @@ def test_bad_input_exact_codes():
         assert "(it has 3)" in resps[9].error_message
 
         # a record with too many headers is refused (not appended), the stream continues
-        many = pb.Record(value=b"h", headers=[pb.Header(key="k%d" % i, value=b"v") for i in range(65)])
+        many = pb.Record(value=b"h", headers=[pb.Header(key="k%d" % i, value=b"v") for i in range(1025)])
         resps = list(s.sb.Produce(iter([mk(0, records=[many]), mk(1)]), timeout=30))
         assert resps[0].error_code in (CODE_NUM[SC.INVALID_ARGUMENT], CODE_NUM[SC.RESOURCE_EXHAUSTED]), resps[0]
         assert resps[1].error_code == 0 and resps[1].base_offset == 9, resps[1]

@@ -6,6 +6,7 @@
 #include "sb_batch.h"
 #include "sb_svc_encode.h"
 #include "sb_svc_wire.h"
+#include "sb_utf8.h"
 #include "streambus/v1/streambus.pb-c.h"
 
 #include <stdio.h>
@@ -146,6 +147,30 @@ static void test_wire_decoder_rejects_or_survives_hostile_bytes(void **state)
 	free(good);
 }
 
+/* proto3 strings must be UTF-8 and, for C, free of NUL bytes. */
+static void test_strings_must_be_utf8(void **state)
+{
+	struct sb_wire_produce w;
+	(void)state;
+	assert_true(sb_utf8_valid((const uint8_t *)"orders.\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 16));
+	assert_false(sb_utf8_valid((const uint8_t *)"a\0b", 3));
+	assert_false(sb_utf8_valid((const uint8_t *)"\xff", 1));
+	assert_false(sb_utf8_valid((const uint8_t *)"\xc0\xaf", 2));         /* overlong '/' */
+	assert_false(sb_utf8_valid((const uint8_t *)"\xed\xa0\x80", 3));     /* a surrogate */
+	assert_false(sb_utf8_valid((const uint8_t *)"\xf4\x90\x80\x80", 4)); /* past U+10FFFF */
+	assert_false(sb_utf8_valid((const uint8_t *)"\xe2\x82", 2));         /* cut short */
+	/* request_id 7, topic "a\0b", one record: the name is refused, the id kept. */
+	const uint8_t nul_topic[] = {0x08, 0x07, 0x12, 0x03, 'a', 0, 'b', 0x22, 0x02, 0x12, 0x00};
+	assert_int_equal(sb_wire_produce_parse(nul_topic, sizeof nul_topic, &w), SB_EBADNAME);
+	assert_int_equal(w.request_id, 7);
+	/* A header key that is not UTF-8 (topic "u8", header {key "\xff", value "x"}). */
+	const uint8_t bad_key[] = {0x12, 0x02, 'u', '8', 0x22, 0x08, 0x1a, 0x06, 0x0a, 0x01, 0xff, 0x12, 0x01, 'x'};
+	assert_int_equal(sb_wire_produce_parse(bad_key, sizeof bad_key, &w), SB_EINVAL);
+	char msg[] = "topic \"\xe2\x82\" \xff ok";
+	sb_utf8_sanitize(msg);
+	assert_string_equal(msg, "topic \"??\" ? ok");
+}
+
 static void test_record_encoder_is_read_back_by_protobuf_c(void **state)
 {
 	struct sb_batch_builder b;
@@ -224,6 +249,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wire_decoder_matches_protobuf_c),
 		cmocka_unit_test(test_wire_decoder_rejects_or_survives_hostile_bytes),
+		cmocka_unit_test(test_strings_must_be_utf8),
 		cmocka_unit_test(test_record_encoder_is_read_back_by_protobuf_c),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
