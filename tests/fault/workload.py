@@ -214,8 +214,10 @@ class Consumer(threading.Thread):
                     time.sleep(0.1)  # e.g. OUT_OF_RANGE: do not spin
 
 
-def final_read(target, topic, partitions, timeout=60):
-    """{(topic, partition): [(offset, value), ...]} of everything up to the end, for check()."""
+def final_read(target, topic, partitions, timeout=60, missing_ok=False):
+    """{(topic, partition): [(offset, value), ...]} of everything up to the end, for check().
+    missing_ok: a topic or partition the server does not know (NOT_FOUND, e.g. its directory
+    was lost) reads as empty instead of raising."""
     parts = range(partitions) if isinstance(partitions, int) else partitions
     ch = _connect(_address(target), timeout=10)
     if ch is None:
@@ -226,8 +228,13 @@ def final_read(target, topic, partitions, timeout=60):
         for p in parts:
             recs = []
             req = pb.ConsumeRequest(topic=topic, partition=p, start=pb.START_EARLIEST, stop=pb.STOP_AT_END)
-            for resp in stub.Consume(req, timeout=timeout):
-                recs.extend((r.offset, r.value) for r in resp.records)
+            try:
+                for resp in stub.Consume(req, timeout=timeout):
+                    recs.extend((r.offset, r.value) for r in resp.records)
+            except grpc.RpcError as e:
+                if not (missing_ok and e.code() == grpc.StatusCode.NOT_FOUND):
+                    raise
+                recs = []
             out[(topic, p)] = recs
         return out
     finally:
