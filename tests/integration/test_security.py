@@ -134,6 +134,31 @@ def test_cli_token():
     cleanup(d)
 
 
+def test_python_example_token_and_tls():
+    """examples/python take --token and --tls-ca like the CLI."""
+    d = scratch_dir("sec-example")
+    ca = sbcerts.CA()
+    ca_pem = sbcerts.write(d, "ca.pem", ca.pem())
+    crt, key = sbcerts.write_pair(d, "server", ca.issue("server"))
+    path = tokens_file(d, STANDARD)
+    here = os.path.dirname(os.path.abspath(__file__))
+    producer = os.path.join(here, "..", "..", "examples", "python", "producer.py")
+    env = dict(os.environ, STREAMBUS_STUBS=os.environ.get("SB_PY", ""))
+    env.pop("STREAMBUS_TOKEN", None)
+    with Server(args=["--tokens-file", path, "--tls-cert", crt, "--tls-key", key],
+                data_dir=os.path.join(d, "data")) as s:
+        base = ["/usr/bin/python3", producer, "--server", s.addr, "--tls-ca", ca_pem, "--topic", "orders.py"]
+        r = subprocess.run(base + ["--create", "1"], input=b"a\n", capture_output=True, env=env, timeout=60)
+        assert r.returncode == 2 and b"UNAUTHENTICATED" in r.stderr, r
+        r = subprocess.run(base + ["--token", TOKENS["ops"], "--create", "1"], input=b"a\nb\n",
+                           capture_output=True, env=env, timeout=60)
+        assert r.returncode == 0 and r.stdout.split() == [b"0", b"0", b"0", b"1"], r
+        env["STREAMBUS_TOKEN"] = TOKENS["bob"]  # may not produce there
+        r = subprocess.run(base, input=b"c\n", capture_output=True, env=env, timeout=60)
+        assert r.returncode == 1 and b"PERMISSION_DENIED" in r.stderr, r
+    cleanup(d)
+
+
 def test_tokens_reload_on_sighup():
     d = scratch_dir("sec-reload")
     path = tokens_file(d, STANDARD)
@@ -373,5 +398,6 @@ def test_silent_connection_closed():
 
 
 if __name__ == "__main__":
-    run_tests([test_tokens_and_permissions, test_cli_token, test_tokens_reload_on_sighup, test_tls_and_mtls,
+    run_tests([test_tokens_and_permissions, test_cli_token, test_python_example_token_and_tls,
+               test_tokens_reload_on_sighup, test_tls_and_mtls,
                test_insecure_rule, test_cluster_tls_and_secret, test_limits, test_silent_connection_closed])
