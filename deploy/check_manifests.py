@@ -14,6 +14,7 @@ import yaml
 PORT = 7070
 SHUTDOWN_GRACE_MS_DEFAULT = 10000
 UID = 10001
+IANA_SVC_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
 class Checker:
@@ -150,6 +151,20 @@ def main():
     if c.check(main_ctr is not None, "container 'streambusd' exists") and main_ctr:
         ctr = main_ctr
         c.check(any(p.get("containerPort") == PORT for p in ctr.get("ports") or []), f"containerPort {PORT}")
+        # Cross-object references the API schemas cannot see: a Service targetPort
+        # (a container port name or number) that matches nothing sends traffic nowhere.
+        cports = [p for x in ctrs for p in x.get("ports") or []]
+        for p in cports:
+            pn = p.get("name")
+            if pn is not None:
+                c.check(bool(IANA_SVC_NAME.match(pn)) and "--" not in pn and len(pn) <= 15,
+                        f"container port name {pn!r} is an IANA_SVC_NAME (<= 15 chars, [a-z0-9-], a letter)")
+        for svc in (hl, cli):
+            for p in (svc["spec"].get("ports") or []) if svc else []:
+                tp = p.get("targetPort", p.get("port"))
+                hit = any(cp.get("name") == tp for cp in cports) if isinstance(tp, str) else \
+                    any(cp.get("containerPort") == tp for cp in cports)
+                c.check(hit, f"Service {svc['metadata']['name']} port {p.get('name')}: targetPort {tp!r} is a container port")
         check_probe(c, ctr, "readinessProbe", "readiness")
         check_probe(c, ctr, "livenessProbe", "liveness")
         sp = check_probe(c, ctr, "startupProbe", "liveness")

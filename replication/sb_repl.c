@@ -177,7 +177,10 @@ int sb_repl_promote(struct sb_repl *r, int32_t node_id, int unclean, struct sb_r
 	if (node_id != r->node_id || r->nnodes <= 1)
 		return SB_EINVAL;
 	pthread_mutex_lock(&r->lock);
-	out->was_in_sync = r->fol_in_sync;
+	/* In sync only while the lease the leader granted lasts: past it, the
+	 * leader may have dropped this node and acknowledged writes it lacks
+	 * (it cannot tell a dead leader from one it cannot reach). */
+	out->was_in_sync = r->fol_in_sync && sb_mono_ms() < r->fol_in_sync_until;
 	out->records_at_risk = __atomic_load_n(&r->fol_lag, __ATOMIC_ACQUIRE);
 	if (r->role == SB_ROLE_LEADER) {
 		out->epoch = r->epoch;
@@ -361,6 +364,29 @@ int sb_repl_insync(struct sb_repl *r, const char *topic, int32_t partition, int3
 	return n;
 }
 
+int sb_repl_lag(struct sb_repl *r, const char *topic, int32_t partition, int64_t leader_end,
+		struct sb_repl_lag *out, int cap)
+{
+	int n = 0;
+	int64_t now = sb_mono_ms();
+	pthread_mutex_lock(&r->lock);
+	if (r->role == SB_ROLE_LEADER && r->nnodes > 1 && r->cur) {
+		struct rpart *rp = sb_repl__find(r->cur, topic, strlen(topic), partition);
+		for (int i = 0; rp && i < r->nnodes && n < cap; i++) {
+			if (i == r->self)
+				continue;
+			int64_t a = rp->seen[i], t = rp->seen_caught_up_ms[i];
+			out[n].node_id = r->nodes[i].id;
+			out[n].records = a < 0 ? -1 : leader_end > a ? leader_end - a : 0;
+			out[n].ms = a >= 0 && a >= leader_end ? 0 : t > 0 ? now - t : -1;
+			out[n].in_sync = rp->in_sync[i];
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
 /* ---- the partition set ---- */
 
 static int cmp_part(const char *ta, size_t la, int32_t pa, const struct rpart *b)
@@ -484,12 +510,14 @@ static struct pset *pset_build(struct sb_repl *r, const struct pset *old)
 			rp->cap = -2; /* unknown: the first apply sets it */
 			rp->t = t;
 			for (int k = 0; k < SB_REPL_NODES_MAX; k++)
-				rp->acked[k] = -1;
+				rp->acked[k] = rp->seen[k] = -1;
 			struct rpart *prev = old ? sb_repl__find((struct pset *)old, rp->topic, strlen(rp->topic), p) : NULL;
 			if (prev && prev->topic_id == rp->topic_id) {
 				memcpy(rp->acked, prev->acked, sizeof rp->acked);
 				memcpy(rp->caught_up_ms, prev->caught_up_ms, sizeof rp->caught_up_ms);
 				memcpy(rp->in_sync, prev->in_sync, sizeof rp->in_sync);
+				memcpy(rp->seen, prev->seen, sizeof rp->seen);
+				memcpy(rp->seen_caught_up_ms, prev->seen_caught_up_ms, sizeof rp->seen_caught_up_ms);
 				if (r->role == SB_ROLE_LEADER)
 					rp->cap = prev->cap;
 			}
@@ -547,7 +575,7 @@ static void update_in_sync(struct sb_repl *r, struct rpart *rp, int node, int64_
 	}
 	sb_log_info(rp->log, &li);
 	if (rp->acked[node] >= li.stable_end)
-		rp->caught_up_ms[node] = now_ms;
+		rp->caught_up_ms[node] = rp->seen_caught_up_ms[node] = now_ms;
 	rp->in_sync[node] = rp->caught_up_ms[node] > 0 && now_ms - rp->caught_up_ms[node] <= r->lag_max_ms;
 }
 
@@ -555,6 +583,8 @@ void sb_repl__acked(struct sb_repl *r, struct rpart *rp, int node, int64_t end, 
 {
 	if (end > rp->acked[node])
 		rp->acked[node] = end;
+	if (end > rp->seen[node])
+		rp->seen[node] = end;
 	update_in_sync(r, rp, node, now_ms);
 }
 
@@ -577,7 +607,31 @@ void sb_repl__connected(struct sb_repl *r, int node, int up)
 struct cap_change {
 	struct sb_log *log;
 	int64_t cap;
+	int wake; /* the partition just fell below min_insync: fail its ACKS_ALL waiters */
 };
+
+/* Lock held: the end that n followers hold durably besides the leader (the
+ * n-th largest durable end they reported), -1 if fewer than n reported. */
+static int64_t held_by(const struct sb_repl *r, const struct rpart *rp, int n)
+{
+	int64_t v[SB_REPL_NODES_MAX];
+	int m = 0;
+	if (n <= 0)
+		return INT64_MAX;
+	for (int k = 0; k < r->nnodes; k++)
+		if (k != r->self && rp->seen[k] >= 0)
+			v[m++] = rp->seen[k];
+	if (m < n)
+		return -1;
+	for (int i = 0; i < n; i++) /* partial selection sort: the n largest first */
+		for (int j = i + 1; j < m; j++)
+			if (v[j] > v[i]) {
+				int64_t t = v[i];
+				v[i] = v[j];
+				v[j] = t;
+			}
+	return v[n - 1];
+}
 
 void sb_repl__apply_caps(struct sb_repl *r)
 {
@@ -591,18 +645,41 @@ void sb_repl__apply_caps(struct sb_repl *r)
 	for (uint32_t i = 0; ch && i < s->n; i++) {
 		struct rpart *rp = s->v[i];
 		int64_t cap = INT64_MAX;
+		int isr = 1;
 		for (int k = 0; k < r->nnodes; k++)
-			if (k != r->self && rp->in_sync[k] && rp->acked[k] < cap)
-				cap = rp->acked[k];
-		if (cap != rp->cap) {
+			if (k != r->self && rp->in_sync[k]) {
+				isr++;
+				if (rp->acked[k] < cap)
+					cap = rp->acked[k];
+			}
+		int below = isr < rp->min_insync;
+		if (below) {
+			/* Fewer in sync than the topic requires: readers see only
+			 * what min_insync nodes hold durably, so that no failover
+			 * can take back a record anyone read. The high watermark
+			 * never moves back. */
+			struct sb_log_info li;
+			int64_t held = held_by(r, rp, rp->min_insync - 1);
+			sb_log_info(rp->log, &li);
+			if (held < li.high_watermark)
+				held = li.high_watermark;
+			if (held < cap)
+				cap = held;
+		}
+		int wake = below && !rp->below_min;
+		rp->below_min = below;
+		if (cap != rp->cap || wake) {
 			rp->cap = cap;
-			ch[n++] = (struct cap_change){rp->log, cap};
+			ch[n++] = (struct cap_change){rp->log, cap, wake};
 		}
 	}
 	pthread_mutex_unlock(&r->lock);
 	/* The set stays referenced (s) while the caps go in. */
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		sb_log_set_hw_cap(ch[i].log, ch[i].cap);
+		if (ch[i].wake)
+			sb_log_wake_waiters(ch[i].log); /* waiting ACKS_ALL requests give up now */
+	}
 	pthread_mutex_lock(&r->lock);
 	sb_repl__pset_unref(r, s);
 	sb_repl__unlock(r);
@@ -661,8 +738,13 @@ static void *ticker_main(void *arg)
 		sb_repl__pset_unref(r, s);
 		sb_repl__unlock(r);
 		sb_repl__apply_caps(r);
-		if (changed)
-			sb_repl__streams_wake(r); /* followers learn whether they are in sync */
+		pthread_mutex_lock(&r->lock);
+		int beat = now - r->last_heartbeat_ms >= sb_repl__heartbeat_ms(r);
+		if (changed || beat)
+			r->last_heartbeat_ms = now;
+		pthread_mutex_unlock(&r->lock);
+		if (changed || beat)
+			sb_repl__streams_wake(r); /* followers learn whether they are in sync; leases renew */
 		pthread_mutex_lock(&r->lock);
 	}
 	sb_repl__unlock(r);

@@ -42,6 +42,11 @@ struct sb_repl;
 /* SB_REPL_NODES_MAX and the message budgets live in sb_limits.h. */
 /* How often the in-sync set is re-evaluated. */
 #define SB_REPL_TICK_MS 50
+/* Leader and follower each send something at least this often on an idle
+ * Follow stream (a quarter of --replica-lag-max-ms, within these bounds),
+ * so the follower's in-sync lease keeps being renewed. */
+#define SB_REPL_HEARTBEAT_MIN_MS 50
+#define SB_REPL_HEARTBEAT_MAX_MS 1000
 /* Nodes that are not connected to the leader as followers are told the
  * epoch this often (and asked for theirs). */
 #define SB_REPL_ANNOUNCE_MS 1000
@@ -98,6 +103,19 @@ int sb_repl_nodes(struct sb_repl *r, struct sb_repl_node *nodes, const char **ro
 int sb_repl_insync(struct sb_repl *r, const char *topic, int32_t partition, int32_t *ids, int cap);
 /* The leader created or deleted a topic: followers get the new list. */
 void sb_repl_topics_changed(struct sb_repl *r);
+
+/* How far each follower is behind on one partition (metrics). */
+struct sb_repl_lag {
+	int32_t node_id;
+	int64_t records;   /* leader's acknowledged end minus the follower's durable end; -1 unknown */
+	int64_t ms;        /* since the follower last reached the leader's end */
+	int in_sync;
+};
+/* On the leader: fills up to cap entries (one per follower) for the
+ * partition, given the leader's acknowledged end; returns how many. 0 on a
+ * follower, a single node, or an unknown partition. */
+int sb_repl_lag(struct sb_repl *r, const char *topic, int32_t partition, int64_t leader_end,
+		struct sb_repl_lag *out, int cap);
 
 /* ---- leadership changes ---- */
 

@@ -56,6 +56,7 @@ struct sb_repl_follower {
 	int inflight;             /* atomic: replica appends not yet called back */
 	pthread_mutex_t wake_lock;
 	struct sbc_call *k;       /* the live call, for wakes and stop */
+	int64_t last_sent_ms;     /* follow thread: the last FollowRequest went out then */
 };
 
 struct app {
@@ -460,7 +461,10 @@ static int64_t lag(const struct sb_repl_follower *f)
 
 /* ---- the session ---- */
 
-static int send_state(struct sb_repl_follower *f, struct sbc_call *k, int hello)
+/* Sends what changed (everything with hello); with keepalive, an empty
+ * message when nothing did, so the leader's echo — and with it this node's
+ * in-sync lease — stays fresh. */
+static int send_state(struct sb_repl_follower *f, struct sbc_call *k, int hello, int keepalive)
 {
 	Streambus__V1__FollowRequest q = STREAMBUS__V1__FOLLOW_REQUEST__INIT;
 	Streambus__V1__ReplicaPartitionState *st = calloc(f->nparts ? f->nparts : 1, sizeof *st);
@@ -496,8 +500,10 @@ static int send_state(struct sb_repl_follower *f, struct sbc_call *k, int hello)
 		q.n_partitions++;
 		p->sent = acked;
 	}
-	if (!hello && q.n_partitions == 0)
+	if (!hello && !keepalive && q.n_partitions == 0)
 		goto out;
+	q.sent_ms = sb_mono_ms();
+	f->last_sent_ms = q.sent_ms;
 	q.node_id = f->r->node_id;
 	q.epoch = sb_repl_epoch(f->r);
 	q.hello = hello;
@@ -540,6 +546,7 @@ static int take_response(struct sb_repl_follower *f, const Streambus__V1__Follow
 		in_sync |= m->in_sync_nodes[i] == r->node_id;
 	pthread_mutex_lock(&r->lock);
 	r->fol_in_sync = in_sync;
+	r->fol_in_sync_until = in_sync && m->in_sync_left_ms > 0 ? m->echo_sent_ms + m->in_sync_left_ms : 0;
 	r->fol_session_up = 1;
 	pthread_mutex_unlock(&r->lock);
 	__atomic_store_n(&r->fol_lag, lag(f), __ATOMIC_RELEASE);
@@ -594,7 +601,7 @@ static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 	int prc = refresh_parts(f);
 	if (!prc)
 		verify_once(f);
-	if (prc || send_state(f, &k, 1)) {
+	if (prc || send_state(f, &k, 1, 0)) {
 		sbc_call_cancel(&k);
 		cancelled = 1;
 	}
@@ -611,6 +618,9 @@ static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 			sbc_call_cancel(&k);
 			cancelled = 1;
 		}
+		if (!ended && !cancelled && !k.send_busy &&
+		    sb_mono_ms() - f->last_sent_ms >= sb_repl__heartbeat_ms(f->r) && send_state(f, &k, 0, 1))
+			ended = 1; /* the keepalive that renews the in-sync lease */
 		if (!sbc_next(&c, 50, &ev))
 			continue;
 		switch (ev.kind) {
@@ -636,14 +646,14 @@ static int session(struct sb_repl_follower *f, int32_t leader, const char *addr)
 				progressed = 1;
 			}
 			/* New partitions (and truncations) change what we hold without an append. */
-			if (!ended && !k.send_busy && send_state(f, &k, 0))
+			if (!ended && !k.send_busy && send_state(f, &k, 0, 0))
 				ended = 1;
 			break;
 		case SBC_EV_SENT:
 		case SBC_EV_WAKE:
 			if (!ev.ok && ev.kind == SBC_EV_SENT)
 				ended = 1;
-			else if (!k.send_busy && !ended && !cancelled && send_state(f, &k, 0))
+			else if (!k.send_busy && !ended && !cancelled && send_state(f, &k, 0, 0))
 				ended = 1;
 			break;
 		case SBC_EV_STATUS:

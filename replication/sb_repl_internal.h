@@ -26,7 +26,12 @@ struct rpart {
 	int64_t acked[SB_REPL_NODES_MAX];       /* durable end per follower, -1 unknown */
 	int64_t caught_up_ms[SB_REPL_NODES_MAX]; /* last time it reached the leader's end */
 	uint8_t in_sync[SB_REPL_NODES_MAX];
+	/* For metrics, kept across disconnections: the last durable end a
+	 * follower reported, and the last time it had caught up. */
+	int64_t seen[SB_REPL_NODES_MAX];
+	int64_t seen_caught_up_ms[SB_REPL_NODES_MAX];
 	int64_t cap;                            /* high-watermark cap last applied */
+	int below_min;                          /* fewer in sync than min_insync at the last apply */
 };
 
 /* Every partition of every topic, sorted by (topic, partition), replaced as
@@ -68,6 +73,8 @@ struct sb_repl {
 
 	uint32_t isr_all;        /* bit per node index: in sync on every partition (leader's view) */
 	int fol_in_sync;         /* follower: the leader listed this node in sync at last contact */
+	int64_t fol_in_sync_until; /* follower: its in-sync lease ends then (mono ms; 0 none) */
+	int64_t last_heartbeat_ms; /* leader: the ticker last woke the Follow streams */
 	int fol_session_up;      /* follower: the Follow stream delivers */
 	int64_t fol_lag;         /* follower: records behind the leader's end, as last seen (atomic) */
 
@@ -120,5 +127,13 @@ void sb_repl__streams_end(struct sb_repl *r);
 /* Follower thread (sb_repl_follower.c). */
 int sb_repl__follower_start(struct sb_repl *r);
 void sb_repl__follower_stop(struct sb_repl *r);
+
+/* How often an idle Follow stream carries a message each way. */
+static inline int64_t sb_repl__heartbeat_ms(const struct sb_repl *r)
+{
+	int64_t hb = r->lag_max_ms / 4;
+	return hb < SB_REPL_HEARTBEAT_MIN_MS ? SB_REPL_HEARTBEAT_MIN_MS
+	       : hb > SB_REPL_HEARTBEAT_MAX_MS ? SB_REPL_HEARTBEAT_MAX_MS : hb;
+}
 
 #endif

@@ -81,6 +81,8 @@ struct fstream {
 	uint64_t topics_gen_sent;
 	int topics_sent;
 	uint32_t isr_sent;    /* r->isr_all as last sent; ~0 before the first */
+	int64_t echo_ms;      /* sent_ms of the latest request taken (under lock) */
+	int64_t last_send_ms; /* pump-owned: when the last message went out */
 	uint32_t rr;
 	struct hello_ent *hello;
 	uint32_t nhello;
@@ -386,6 +388,13 @@ static void on_recv(struct sb_rpc_tag *t, int ok)
 			pump(s);
 	} else {
 		take_acks(s, q);
+	}
+	if (q && code == GRPC_STATUS_OK) {
+		/* Taken: the next message may echo it (after the acks above). */
+		pthread_mutex_lock(&s->lock);
+		if (q->sent_ms > s->echo_ms)
+			s->echo_ms = q->sent_ms;
+		pthread_mutex_unlock(&s->lock);
 	}
 	if (q)
 		protobuf_c_message_free_unpacked(&q->base, NULL);
@@ -775,13 +784,35 @@ static int pump_once(struct fstream *s)
 		end_stream(s, rc == SB_ERANGE_LOW ? GRPC_STATUS_FAILED_PRECONDITION : GRPC_STATUS_INTERNAL, msg);
 		return 1;
 	}
+	/* The echo is read before the lease is computed: the request it
+	 * names was taken before this moment, so the follower's lease (echo +
+	 * left, on its clock) ends no later than this node could drop it. */
+	pthread_mutex_lock(&s->lock);
+	int64_t echo = s->echo_ms;
+	pthread_mutex_unlock(&s->lock);
+	int64_t now = sb_mono_ms(), left = 0;
 	pthread_mutex_lock(&r->lock);
 	uint32_t isr = r->isr_all;
+	if (s->node >= 0 && ((isr >> s->node) & 1)) {
+		left = r->lag_max_ms;
+		for (uint32_t i = 0; s->ps && i < s->ps->n; i++) {
+			int64_t c = s->ps->v[i]->caught_up_ms[s->node];
+			int64_t l = c > 0 ? r->lag_max_ms - (now - c) : 0;
+			if (l < left)
+				left = l;
+		}
+		if (left < 0)
+			left = 0;
+	}
+	int64_t hb = sb_repl__heartbeat_ms(r);
 	pthread_mutex_unlock(&r->lock);
-	if (!o.m.has_topics && o.n == 0 && o.ntrunc == 0 && isr == s->isr_sent) {
+	if (!o.m.has_topics && o.n == 0 && o.ntrunc == 0 && isr == s->isr_sent && now - s->last_send_ms < hb) {
 		outmsg_free(&o);
 		return park(s) ? -1 : 0;
 	}
+	o.m.echo_sent_ms = echo;
+	o.m.in_sync_left_ms = left;
+	s->last_send_ms = now;
 	for (int k = 0; k < r->nnodes; k++)
 		if ((isr >> k) & 1)
 			o.isr[o.m.n_in_sync_nodes++] = r->nodes[k].id;

@@ -12,10 +12,23 @@ PACKAGES=(
 	libprotobuf-c-dev protobuf-c-compiler protobuf-compiler  # protoc-c, descriptor sets
 	protobuf-compiler-grpc python3-grpcio python3-protobuf   # Python examples and tests
 	libssl-dev openssl python3-cryptography  # SHA-256 token hashes; test certificates
+	libmicrohttpd-dev                   # the /metrics endpoint
 	libfuse3-dev fuse3                  # tests/faultfs: the fault-injecting file system
 	clang libclang-rt-14-dev            # tests/fuzz: libFuzzer targets
 	iproute2 iptables util-linux        # fault tests: namespaces, partitions, fsfreeze
+	yamllint                            # deploy/validate.sh: lint the manifests
 )
+
+# deploy/validate.sh checks the manifests against the Kubernetes schemas with
+# pinned npm packages (deploy/schema): Node.js and npm from Debian, unless some
+# Node.js is installed already (a second one would conflict with it).
+if ! command -v npm >/dev/null 2>&1; then
+	PACKAGES+=(nodejs npm)
+fi
+# kubectl renders the kustomize overlays: Debian's, unless one is installed.
+if ! command -v kubectl >/dev/null 2>&1; then
+	PACKAGES+=(kubernetes-client)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "sb_error.h"
+#include "sb_histo.h"
 #include "sb_rpc.h"
 #include "sb_settings.h"
 
@@ -78,7 +79,18 @@ struct sb_svc {
 	pthread_t workers[64];
 	int nworkers;
 	uint32_t rr;             /* round robin for partition -1 without keys */
+	/* Metrics (sb_metrics.c reads them; relaxed atomics). */
+	uint64_t failed[17];     /* requests answered with each non-OK status code */
+	struct sb_histo ack_histo; /* produce: request received -> acknowledged */
+	struct sb_metrics *metrics; /* the /metrics endpoint, if --metrics-listen */
 };
+
+/* Counts a request answered with code (no-op for OK). */
+static inline void sb_svc__count_status(struct sb_svc *svc, grpc_status_code code)
+{
+	if (code > 0 && code < 17)
+		__atomic_fetch_add(&svc->failed[code], 1, __ATOMIC_RELAXED);
+}
 
 /* Creates the server on cfg->listen, registers every method, starts the
  * workers. svc->port gets the bound port. repl answers who leads, serves

@@ -85,6 +85,7 @@ static void finish(struct sb_consume *c, grpc_status_code code, const char *msg)
 		return;
 	}
 	c->status_started = 1;
+	sb_svc__count_status(c->svc, code);
 	snprintf(next, sizeof next, "%" PRId64, c->next);
 	const char *md[2] = {"streambus-next-offset", next};
 	ref(c);
@@ -167,6 +168,7 @@ static void step(struct sb_consume *c)
 			continue;
 		}
 		c->next = next;
+		sb_topic_count(c->topic, 0, n, (int64_t)e.len);
 		grpc_slice s = grpc_slice_new(e.buf, e.len, free); /* hands e.buf to the slice */
 		c->out = grpc_raw_byte_buffer_create(&s, 1);
 		grpc_slice_unref(s);

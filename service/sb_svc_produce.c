@@ -40,6 +40,9 @@ struct pend {
 	struct sb_log *log;
 	struct sb_log_waiter hw_wait;
 	int64_t bytes;          /* counted against the caller's in-flight bytes */
+	int64_t t0_ns;          /* received (for the ack-latency histogram) */
+	uint32_t nrec;          /* records, and the batch's bytes, for the topic's counters */
+	uint32_t batch_bytes;
 	int done, silent;       /* silent: ACKS_NONE and OK: no response */
 	grpc_status_code code;
 	char *msg;
@@ -133,6 +136,7 @@ static void pump(struct sb_produce *p)
 		if (!p->head)
 			p->tail = NULL;
 		p->inflight--;
+		sb_svc__count_status(p->svc, q->code);
 		if (!q->silent && !p->cancelled) {
 			p->out = response_for(q);
 			__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED);
@@ -164,6 +168,10 @@ static void complete(struct pend *q, grpc_status_code code, const char *msg)
 	struct sb_produce *p = q->p;
 	struct sb_topic *topic = q->topic; /* q may be freed by pump */
 	char *copy = msg ? strdup(msg) : NULL;
+	if (code == GRPC_STATUS_OK && topic) {
+		sb_topic_count(topic, 1, q->nrec, q->batch_bytes);
+		sb_histo_add(&p->svc->ack_histo, (sb_mono_ns() - q->t0_ns) / 1000);
+	}
 	pthread_mutex_lock(&p->lock);
 	q->topic = NULL;
 	q->done = 1;
@@ -191,8 +199,9 @@ static void on_replicated(struct sb_log_waiter *w)
 	sb_log_info(q->log, &li);
 	if (li.high_watermark < end) {
 		complete(q, GRPC_STATUS_UNAVAILABLE,
-			 "the partition closed before the write reached every in-sync replica: "
-			 "it is on the leader and may or may not be kept; a retry may duplicate it");
+			 "fewer in-sync replicas than min_insync_replicas, or the partition closed, before the write "
+			 "reached every in-sync replica: it is on the leader and may or may not be kept; a retry may "
+			 "duplicate it");
 		return;
 	}
 	int isr = sb_repl_insync(svc->repl, sb_topic_name(q->topic), q->partition, NULL, 0);
@@ -283,6 +292,15 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 	size_t tl = r->topic_len < sizeof topic - 1 ? r->topic_len : sizeof topic - 1;
 	memcpy(topic, r->topic, tl);
 	topic[tl] = 0;
+	if (!sb_repl_is_leader(svc->repl)) {
+		/* The stream opened while this node led; it no longer does. */
+		char addr[256];
+		int32_t id = sb_repl_leader(svc->repl, addr, sizeof addr);
+		snprintf(msg, sizeof msg, "this node no longer leads: not appended; send writes to node %d at %s", id,
+			 addr[0] ? addr : "(unknown)");
+		answer_now(p, q, GRPC_STATUS_UNAVAILABLE, msg);
+		return;
+	}
 	int64_t retry = 0;
 	err = sb_svc__produce_admit(svc, p->who, topic, (int64_t)r->len, &retry);
 	if (err) { /* before the topic is looked up: a caller without permission learns nothing */
@@ -335,6 +353,8 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 	}
 	__atomic_fetch_add(&p->refs, 1, __ATOMIC_RELAXED); /* the ack's */
 	q->topic = topic_ref; /* the ack releases it */
+	q->nrec = r->n_records;
+	q->batch_bytes = (uint32_t)len;
 	err = sb_log_append_trusted(log, batch, len, (int32_t)sb_repl_epoch(svc->repl), on_ack,
 				    q); /* built just above */
 	if (err == 0)
@@ -384,6 +404,7 @@ static void on_recv(struct sb_rpc_tag *t, int ok)
 		abort(); /* a few bytes: treat as fatal like every other OOM on this path */
 	q->p = p;
 	q->code = GRPC_STATUS_OK;
+	q->t0_ns = sb_mono_ns();
 	pthread_mutex_lock(&p->lock);
 	if (p->tail)
 		p->tail->next = q;

@@ -6,6 +6,7 @@
 #include "sb_auth.h"
 #include "sb_limit.h"
 #include "sb_limits.h"
+#include "sb_metrics.h"
 #include "sb_tls.h"
 #include "sb_logging.h"
 #include "sb_svc_status.h"
@@ -472,6 +473,10 @@ int sb_svc_start(struct sb_svc *svc, const struct sb_settings *cfg, struct sb_lo
 	svc->nworkers = (int)cfg->workers;
 	for (int i = 0; i < svc->nworkers; i++)
 		pthread_create(&svc->workers[i], NULL, worker_main, svc);
+	if (cfg->metrics_listen[0] && sb_metrics_start(&svc->metrics, cfg->metrics_listen, svc) != 0) {
+		sb_svc_stop(svc);
+		return SB_EBADCONFIG;
+	}
 	return 0;
 }
 
@@ -529,7 +534,7 @@ static void reject_md(grpc_call *call, grpc_status_code code, const char *msg, c
 
 void sb_svc__reject(struct sb_svc *svc, grpc_call *call, grpc_status_code code, const char *msg)
 {
-	(void)svc;
+	sb_svc__count_status(svc, code);
 	reject_md(call, code, msg, NULL, 0);
 }
 
@@ -537,7 +542,7 @@ void sb_svc__reject_retry(struct sb_svc *svc, grpc_call *call, const char *msg, 
 {
 	char v[32];
 	const char *md[2] = {"streambus-retry-after-ms", v};
-	(void)svc;
+	sb_svc__count_status(svc, GRPC_STATUS_RESOURCE_EXHAUSTED);
 	snprintf(v, sizeof v, "%lld", (long long)retry_ms);
 	reject_md(call, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, md, retry_ms > 0 ? 1 : 0);
 }
@@ -547,6 +552,7 @@ void sb_svc__reject_not_leader(struct sb_svc *svc, grpc_call *call)
 	char addr[256], msg[400];
 	int32_t id = sb_repl_leader(svc->repl, addr, sizeof addr);
 	const char *md[2] = {"streambus-leader", addr};
+	sb_svc__count_status(svc, GRPC_STATUS_UNAVAILABLE);
 	snprintf(msg, sizeof msg, "node %d is a follower: send writes to the leader, node %d at %s",
 		 sb_repl_node_id(svc->repl), id, addr[0] ? addr : "(unknown)");
 	reject_md(call, GRPC_STATUS_UNAVAILABLE, msg, md, id >= 0 && addr[0] ? 1 : 0);
@@ -627,6 +633,8 @@ void sb_svc_drain(struct sb_svc *svc)
 
 void sb_svc_stop(struct sb_svc *svc)
 {
+	sb_metrics_stop(svc->metrics); /* scrapes read the state torn down below */
+	svc->metrics = NULL;
 	if (!svc->draining)
 		sb_svc_drain(svc);
 	/* Calls matched before the shutdown are still answered (UNAVAILABLE);

@@ -146,6 +146,7 @@ static void do_fetch(struct sb_svc *svc, const Streambus__V1__FetchRequest *q, s
 		if (rc) {
 			fail(r, rc, "read failed: %s", sb_strerror(rc));
 		} else {
+			sb_topic_count(t, 0, n, (int64_t)e.len);
 			grpc_slice s = grpc_slice_from_copied_buffer((const char *)e.buf, e.len);
 			r->bb = grpc_raw_byte_buffer_create(&s, 1);
 			grpc_slice_unref(s);
@@ -564,6 +565,7 @@ void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_b
 		snprintf(r.msg, sizeof r.msg, "malformed request message");
 	} else {
 		handle(svc, m, q, &r, who);
+		sb_svc__count_status(svc, r.code);
 		protobuf_c_message_free_unpacked(q, NULL);
 	}
 	u = calloc(1, sizeof *u);

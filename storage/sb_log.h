@@ -208,7 +208,9 @@ int sb_log_install_segment(struct sb_log *log, int64_t base) SB_MUST_CHECK;
 
 /* A follower's log rolls only when asked (sb_log_roll, where the leader
  * rolled), never by size or age on its own, so its segment files match the
- * leader's. Off again when the node becomes the leader. Any thread. */
+ * leader's, and refuses client appends (sb_log_append, _trusted:
+ * SB_ENOTLEADER); only sb_log_append_replica writes. Off again when the
+ * node becomes the leader. Any thread. */
 void sb_log_set_follower(struct sb_log *log, int on);
 
 /* Caps the readable end of a replicated log at hw (the high watermark the
@@ -276,6 +278,11 @@ struct sb_log_info {
 	uint64_t inflight_bytes;
 };
 void sb_log_info(struct sb_log *log, struct sb_log_info *info);
+
+/* Every group-commit fdatasync of every log in the process: how long it
+ * took from submission to completion (metrics). */
+#include "sb_histo.h"
+extern struct sb_histo sb_log_fsync_histo;
 
 /* Deletes sealed segments past the retention limits, oldest first (never the
  * active one), and advances log_start. now_ms is wall-clock time. Returns

@@ -148,6 +148,7 @@ struct sb_log {
 	uint64_t sync_target_pos;
 	int64_t synced_end;
 	int64_t last_sync_ms;
+	int64_t sync_started_ns;    /* the datasync in flight, for sb_log_fsync_histo */
 	int64_t last_retention_ms;
 	int sync_due;             /* INTERVAL: a datasync should start */
 	int follower;             /* rolls only on request (where the leader rolled) */

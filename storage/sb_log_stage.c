@@ -205,6 +205,8 @@ static int append(struct sb_log *log, const void *data, size_t len, int32_t lead
 		rc = SB_ECLOSED;
 	else if (log->failed)
 		rc = SB_EFAILED;
+	else if (!replica && log->follower)
+		rc = SB_ENOTLEADER; /* a demoted leader takes no client write, whatever epoch it is given */
 	else if (replica && (rc = check_replica(log, data, len, &leader_epoch)) != 0)
 		;
 	else if (leader_epoch < log->last_epoch)

@@ -282,6 +282,7 @@ static int submit_sync(struct sb_log *log)
 	log->sync_inflight = 1;
 	log->sync_due = 0;
 	log->last_sync_ms = sb_mono_ms();
+	log->sync_started_ns = sb_mono_ns();
 	return 0;
 }
 
@@ -390,6 +391,8 @@ static void write_done(struct sb_aio_req *req)
 	finish(log, &o);
 }
 
+struct sb_histo sb_log_fsync_histo;
+
 static void sync_done(struct sb_aio_req *req)
 {
 	struct sb_log *log = req->data;
@@ -399,6 +402,7 @@ static void sync_done(struct sb_aio_req *req)
 	if (!log->stash.n)
 		sb_log__recycle(log);
 	log->sync_inflight = 0;
+	sb_histo_add(&sb_log_fsync_histo, (sb_mono_ns() - log->sync_started_ns) / 1000);
 	if (req->res < 0) {
 		fail_locked(log, req->res, "fdatasync", &o);
 	} else if (!log->failed) {

@@ -26,6 +26,7 @@ struct sb_topic {
 	int deleted;
 	char *deleted_dir; /* where its files went when deleted */
 	struct sb_topic *next_reap;
+	struct sb_topic_stats stats; /* atomic counters */
 };
 
 struct sb_logmgr {
@@ -103,6 +104,22 @@ static void *reaper_main(void *arg)
 	}
 	pthread_mutex_unlock(&mgr->reap_lock);
 	return NULL;
+}
+
+void sb_topic_count(struct sb_topic *t, int produced, int64_t records, int64_t bytes)
+{
+	int64_t *r = produced ? &t->stats.produced_records : &t->stats.consumed_records;
+	int64_t *b = produced ? &t->stats.produced_bytes : &t->stats.consumed_bytes;
+	__atomic_fetch_add(r, records, __ATOMIC_RELAXED);
+	__atomic_fetch_add(b, bytes, __ATOMIC_RELAXED);
+}
+
+void sb_topic_stats(const struct sb_topic *t, struct sb_topic_stats *out)
+{
+	out->produced_records = __atomic_load_n(&t->stats.produced_records, __ATOMIC_RELAXED);
+	out->produced_bytes = __atomic_load_n(&t->stats.produced_bytes, __ATOMIC_RELAXED);
+	out->consumed_records = __atomic_load_n(&t->stats.consumed_records, __ATOMIC_RELAXED);
+	out->consumed_bytes = __atomic_load_n(&t->stats.consumed_bytes, __ATOMIC_RELAXED);
 }
 
 const char *sb_topic_name(const struct sb_topic *t) { return t->name; }

@@ -95,6 +95,15 @@ int sb_logmgr_list_topics(struct sb_logmgr *mgr,
 int sb_logmgr_acquire(struct sb_logmgr *mgr, const char *name, struct sb_topic **out) SB_MUST_CHECK;
 void sb_topic_release(struct sb_topic *t);
 const char *sb_topic_name(const struct sb_topic *t);
+
+/* Traffic since the topic was opened (metrics): records and batch bytes
+ * acknowledged to producers and sent to consumers. Any thread. */
+struct sb_topic_stats {
+	int64_t produced_records, produced_bytes;
+	int64_t consumed_records, consumed_bytes;
+};
+void sb_topic_count(struct sb_topic *t, int produced, int64_t records, int64_t bytes);
+void sb_topic_stats(const struct sb_topic *t, struct sb_topic_stats *out);
 const struct sb_topic_config *sb_topic_config(const struct sb_topic *t);
 int32_t sb_topic_partitions(const struct sb_topic *t);
 /* The partition's log, valid while the topic reference is held.

@@ -49,11 +49,13 @@ class Producer(threading.Thread):
 
     invalid_every=N makes every Nth request invalid (acks value 7: INVALID_ARGUMENT, a
     definite failure) so the checker can confirm failed payloads never appear.
-    follow_leader: on UNAVAILABLE with streambus-leader metadata, switch to that address."""
+    follow_leader: on UNAVAILABLE with streambus-leader metadata, switch to that address.
+    error_backoff: seconds to wait after an error response before the next request goes out
+    (0: none), so a server that refuses everything is not flooded."""
 
     def __init__(self, target, history, topic, partitions, client=0, acks=pb.ACKS_LEADER,
                  records_per_request=10, value_size=100, window=8, invalid_every=0, pause=0.0,
-                 follow_leader=True):
+                 follow_leader=True, error_backoff=0.0):
         super().__init__(daemon=True, name="producer%d" % client)
         if acks == pb.ACKS_NONE:
             raise ValueError("ACKS_NONE gets no responses: nothing to record (use ACKS_LEADER or ACKS_ALL)")
@@ -63,6 +65,7 @@ class Producer(threading.Thread):
         self.acks, self.rpr, self.value_size = acks, records_per_request, value_size
         self.window, self.invalid_every, self.pause = window, invalid_every, pause
         self.follow_leader = follow_leader
+        self.error_backoff = error_backoff
         self.halt = threading.Event()
         self.seq = self.requests = 0
         self.stats = {"ok": 0, "fail": 0, "unknown": 0, "sessions": 0, "stray_responses": 0}
@@ -144,6 +147,8 @@ class Producer(threading.Thread):
                 else:
                     self.h.error(op, r.error_code, r.error_message)
                     self._count("fail" if r.error_code in hist.DEFINITE_FAILURES else "unknown")
+                    if self.error_backoff:
+                        time.sleep(self.error_backoff)  # e.g. a failed log: do not spin
                 slots.release()
         except grpc.RpcError as e:
             code, msg = e.code(), e.details() or ""
