@@ -208,6 +208,14 @@ int sb_repl_promote(struct sb_repl *r, int32_t node_id, int unclean, struct sb_r
 	r->leader_id = r->node_id;
 	r->role = SB_ROLE_LEADER;
 	r->connected = 0;
+	/* A new leadership builds its in-sync set afresh: what this node knew
+	 * from an earlier term of its own says nothing now. */
+	for (uint32_t i = 0; r->cur && i < r->cur->n; i++)
+		for (int k = 0; k < SB_REPL_NODES_MAX; k++) {
+			r->cur->v[i]->in_sync[k] = 0;
+			r->cur->v[i]->acked[k] = -1;
+			r->cur->v[i]->caught_up_ms[k] = 0;
+		}
 	r->gen++; /* fresh partition set: every cap is applied anew */
 	pthread_cond_broadcast(&r->tick_cv); /* announce now */
 	out->epoch = epoch;
@@ -569,12 +577,11 @@ static void update_in_sync(struct sb_repl *r, struct rpart *rp, int node, int64_
 {
 	struct sb_log_info li;
 	int up = (r->connected >> node) & 1;
-	if (!up) {
-		rp->in_sync[node] = 0;
-		return;
-	}
 	sb_log_info(rp->log, &li);
-	if (rp->acked[node] >= li.stable_end)
+	/* A follower leaves the in-sync set only by time, never at once when
+	 * its stream breaks: its in-sync lease (docs/REPLICATION.md) may still
+	 * run, and until it ends no write may be acknowledged without it. */
+	if (up && rp->acked[node] >= li.stable_end)
 		rp->caught_up_ms[node] = rp->seen_caught_up_ms[node] = now_ms;
 	rp->in_sync[node] = rp->caught_up_ms[node] > 0 && now_ms - rp->caught_up_ms[node] <= r->lag_max_ms;
 }
@@ -594,13 +601,13 @@ void sb_repl__connected(struct sb_repl *r, int node, int up)
 		r->connected |= 1u << node;
 	else
 		r->connected &= ~(1u << node);
-	/* A (re)connected follower starts from what its hello proves; one that
-	 * left keeps nothing: it rejoins only once caught up again. */
-	for (uint32_t i = 0; r->cur && i < r->cur->n; i++) {
-		r->cur->v[i]->in_sync[node] = 0;
+	/* A reconnected follower's durable end is what its hello proves (it
+	 * may have cut a suffix meanwhile). Whether it is in sync changes only
+	 * with time (update_in_sync): a follower whose stream broke stays in
+	 * the set until its lease has certainly ended, so until then the high
+	 * watermark waits for it. */
+	for (uint32_t i = 0; up && r->cur && i < r->cur->n; i++)
 		r->cur->v[i]->acked[node] = -1;
-		r->cur->v[i]->caught_up_ms[node] = 0;
-	}
 	SB_INFO("follower_connection", "node=%d up=%d", r->nodes[node].id, up);
 }
 

@@ -153,6 +153,10 @@ def test_promote_after_leader_crash_loses_nothing_acknowledged():
             assert e.code() == SC.INVALID_ARGUMENT, e
         wait_for("node 2 follows node 1", lambda: n2.admin.GetClusterInfo(
             pb.GetClusterInfoRequest(), timeout=5).leader_epoch == 2)
+        # Readers see what min_insync_replicas (2) nodes hold: the new leader's
+        # tail becomes readable once node 2 has it too (docs/REPLICATION.md).
+        wait_for("the new leader readable to its end", lambda: (lambda p: p.high_watermark == p.log_end_offset)(
+            describe(n1, "f").partitions[0]), timeout=30)
 
         # Every acknowledged record is on the new leader, byte for byte, exactly once.
         got = read_all(n1, "f")
