@@ -315,10 +315,13 @@ def test_cluster_tls_and_secret():
     n0, n1 = node(0, good).spawn(), node(1, bad).spawn()
     try:
         n0.wait_serving(), n1.wait_serving()
-        time.sleep(3)
+        # The follower's refusals are logged at most every 5 s (rate limit).
+        deadline = time.time() + 20
+        while "UNAUTHENTICATED" not in n1.read_log() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "UNAUTHENTICATED" in n1.read_log(), n1.read_log()[-3000:]
         r = acks_all_produce(n0.addr)
         assert r.error_code == grpc.StatusCode.UNAVAILABLE.value[0], r  # the follower never got in sync
-        assert "UNAUTHENTICATED" in n1.read_log(), n1.read_log()[-3000:]
     finally:
         n1.stop()
         n0.stop()
