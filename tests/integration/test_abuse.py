@@ -943,16 +943,17 @@ def test_2000_concurrent_streams():
                     raise
                 time.sleep(0.2)
         # threads and fds return to the baseline (+1 fd of slack for a
-        # connection still closing)
+        # connection still closing; +2 threads: gRPC's own pool may keep a
+        # worker it grew, while a leak per stream would be thousands)
         deadline = time.time() + 20
         while time.time() < deadline:
             th, fds = proc_status(pid)["Threads"], nfds(pid)
-            if th <= base["Threads"] and fds <= base_fds + 1:
+            if th <= base["Threads"] + 2 and fds <= base_fds + 1:
                 break
             time.sleep(0.2)
         th, fds = proc_status(pid)["Threads"], nfds(pid)
         print("  after cancel: threads %d fds %d rss %d KiB" % (th, fds, proc_status(pid)["VmRSS"]))
-        ck.true("threads back to baseline %d" % base["Threads"], th <= base["Threads"], th)
+        ck.true("threads back to baseline %d (+2)" % base["Threads"], th <= base["Threads"] + 2, th)
         ck.true("fds back to baseline %d" % base_fds, fds <= base_fds + 1, fds)
     ck.finish()
 
