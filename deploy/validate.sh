@@ -230,7 +230,7 @@ if [ "$have_node" = 1 ]; then
 		fi
 	}
 	dockerfile_bad unknown-instruction 's/^RUN strip /RUNN strip /'
-	dockerfile_bad bad-port 's/^EXPOSE 7070$/EXPOSE 70x70/'
+	dockerfile_bad bad-port 's/^EXPOSE 7070 /EXPOSE 70x70 /'
 	dockerfile_bad no-arguments 's/^WORKDIR \/src$/WORKDIR/'
 	dockerfile_bad single-quoted-json "s/^ENTRYPOINT \[\"\(.*\)\"\]/ENTRYPOINT ['\1']/"
 	dockerfile_bad bad-copy-flag 's/^COPY --from=build /COPY --form=build /'
