@@ -2,6 +2,7 @@
 #include "sb_auth.h"
 
 #include "sb_limits.h"
+#include "sb_vfs.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -184,31 +185,14 @@ static int parse_line(char **w, int nw, struct entry *e, const char *path, int l
 
 static int read_file(const char *path, char **out, size_t *len, char *err, size_t cap)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	int rc = 0;
-	if (!f) {
-		errf(err, cap, "%s: %s", path, strerror(errno));
+	int rc = sb_vfs_read_text(sb_vfs_posix(), path, SB_AUTH_FILE_MAX, out, len);
+	if (rc == -ENOMEM)
+		return rc;
+	if (rc) {
+		errf(err, cap, "%s: %s", path, rc == -EFBIG ? "larger than 4 MiB" : sb_strerror(rc));
 		return SB_EBADCONFIG;
 	}
-	buf = malloc(SB_AUTH_FILE_MAX + 1);
-	if (!buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	*len = fread(buf, 1, SB_AUTH_FILE_MAX + 1, f);
-	if (ferror(f) || *len > SB_AUTH_FILE_MAX) {
-		errf(err, cap, "%s: %s", path, ferror(f) ? "read error" : "larger than 4 MiB");
-		rc = SB_EBADCONFIG;
-		goto out;
-	}
-	buf[*len] = 0;
-	*out = buf;
-	buf = NULL;
-out:
-	free(buf);
-	fclose(f);
-	return rc;
+	return 0;
 }
 
 static int load_tokens(struct table *t, const char *path, char *err, size_t cap)

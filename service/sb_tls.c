@@ -2,6 +2,7 @@
 #include "sb_tls.h"
 
 #include "sb_logging.h"
+#include "sb_vfs.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -19,29 +20,17 @@ struct sb_tls {
 
 char *sb_tls_read_pem(const char *path, char *err, size_t errcap)
 {
-	FILE *f = fopen(path, "rb");
 	char *buf = NULL;
-	size_t n;
-	if (!f) {
-		snprintf(err, errcap, "%s: %s", path, strerror(errno));
+	size_t n = 0;
+	int rc = sb_vfs_read_text(sb_vfs_posix(), path, PEM_MAX, &buf, &n);
+	if (!rc && !strstr(buf, "-----BEGIN"))
+		rc = SB_EINVAL;
+	if (rc) {
+		snprintf(err, errcap, "%s: %s", path, rc == -EFBIG ? "larger than 1 MiB" : rc == SB_EINVAL ? "not a PEM file"
+										    : sb_strerror(rc));
+		free(buf);
 		return NULL;
 	}
-	buf = malloc(PEM_MAX + 1);
-	if (buf) {
-		n = fread(buf, 1, PEM_MAX + 1, f);
-		if (ferror(f) || n > PEM_MAX || n == 0 || !strstr(buf, "-----BEGIN")) {
-			buf[n > PEM_MAX ? PEM_MAX : n] = 0;
-			snprintf(err, errcap, "%s: %s", path,
-				 ferror(f) ? "read error" : n > PEM_MAX ? "larger than 1 MiB" : "not a PEM file");
-			free(buf);
-			buf = NULL;
-		} else {
-			buf[n] = 0;
-		}
-	} else {
-		snprintf(err, errcap, "out of memory");
-	}
-	fclose(f);
 	return buf;
 }
 

@@ -11,6 +11,7 @@
 #include "sb_repl.h"
 #include "sb_settings.h"
 #include "sb_svc.h"
+#include "sb_vfs.h"
 
 #include "client.h"
 
@@ -50,20 +51,18 @@ static int open_storage(const struct sb_settings *s, struct sb_logmgr **mgr)
  * cluster secret as their bearer token. */
 static int peer_security(const struct sb_settings *s)
 {
-	char secret[4097] = "";
+	char *secret = NULL;
+	size_t n = 0;
 	struct sbc_status st;
 	int rc = 0;
 	if (s->cluster_secret_file[0]) {
-		FILE *f = fopen(s->cluster_secret_file, "rb");
-		size_t n = f ? fread(secret, 1, sizeof secret - 1, f) : 0;
-		if (f)
-			fclose(f);
-		while (n > 0 && isspace((unsigned char)secret[n - 1]))
-			n--;
-		secret[n] = 0;
-		if (n == 0) {
-			SB_ERROR("startup_failed", "what=cluster_secret file=\"%s\" error=\"unreadable or empty\"",
-				 s->cluster_secret_file);
+		rc = sb_vfs_read_text(sb_vfs_posix(), s->cluster_secret_file, 4096, &secret, &n);
+		while (!rc && n > 0 && isspace((unsigned char)secret[n - 1]))
+			secret[--n] = 0;
+		if (rc || n == 0) {
+			SB_ERROR("startup_failed", "what=cluster_secret file=\"%s\" error=\"%s\"", s->cluster_secret_file,
+				 rc ? sb_strerror(rc) : "empty");
+			free(secret);
 			return -1;
 		}
 	}
@@ -72,13 +71,16 @@ static int peer_security(const struct sb_settings *s)
 		.tls_cert = s->tls_ca[0] ? s->tls_cert : NULL,
 		.tls_key = s->tls_ca[0] ? s->tls_key : NULL,
 		.tls_server_name = s->tls_server_name,
-		.token = secret,
+		.token = secret ? secret : "",
 	};
 	if (sbc_security_set(&sec, &st) != 0) {
 		SB_ERROR("startup_failed", "what=peer_tls error=\"%s\"", st.msg);
 		rc = -1;
 	}
-	memset(secret, 0, sizeof secret);
+	if (secret) {
+		memset(secret, 0, n);
+		free(secret);
+	}
 	return rc;
 }
 

@@ -79,6 +79,9 @@ int sb_vfs_write_file_durable(struct sb_vfs *vfs, const char *dir, const char *n
  * -EFBIG if it is larger than max_len. */
 int sb_vfs_read_file(struct sb_vfs *vfs, const char *path, size_t max_len, void **out,
 		     size_t *out_len) SB_MUST_CHECK;
+/* The same, NUL-terminated after its *out_len bytes (settings files, keys). */
+int sb_vfs_read_text(struct sb_vfs *vfs, const char *path, size_t max_len, char **out,
+		     size_t *out_len) SB_MUST_CHECK;
 
 /* Removes a directory tree (files and sub-directories); never follows
  * symlinks. -ENOENT if path does not exist. */

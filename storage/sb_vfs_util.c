@@ -138,6 +138,22 @@ fail:
 	return rc;
 }
 
+int sb_vfs_read_text(struct sb_vfs *vfs, const char *path, size_t max_len, char **out, size_t *out_len)
+{
+	void *buf = NULL;
+	int rc = sb_vfs_read_file(vfs, path, max_len, &buf, out_len);
+	if (rc)
+		return rc;
+	char *text = realloc(buf, *out_len + 1);
+	if (!text) {
+		free(buf);
+		return -ENOMEM;
+	}
+	text[*out_len] = 0;
+	*out = text;
+	return 0;
+}
+
 /* ---- remove_tree ---- */
 
 struct name_list {
