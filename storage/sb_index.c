@@ -51,6 +51,15 @@ void sb_index_reset(struct sb_index *idx)
 	idx->max_timestamp_ms = INT64_MIN;
 }
 
+void sb_index_truncate(struct sb_index *idx, uint64_t pos)
+{
+	while (idx->n_off > 0 && idx->off[idx->n_off - 1].pos >= pos)
+		idx->n_off--;
+	while (idx->n_time > 0 && idx->time[idx->n_time - 1].pos >= pos)
+		idx->n_time--;
+	idx->last_entry_pos = idx->n_off ? idx->off[idx->n_off - 1].pos : 0;
+}
+
 static int grow(void **arr, uint32_t *cap, size_t elem)
 {
 	uint32_t ncap = *cap ? *cap * 2 : 64;

@@ -51,6 +51,11 @@ void sb_index_fini(struct sb_index *idx);
 /* Forgets all entries (keeps the arrays). */
 void sb_index_reset(struct sb_index *idx);
 
+/* Forgets the entries at file position pos or later (the bytes there were
+ * cut off). The largest timestamp seen is kept: it stays an upper bound, so
+ * later time entries remain correct (only more conservative). */
+void sb_index_truncate(struct sb_index *idx, uint64_t pos);
+
 /* Records the batch h that starts at file position pos in the segment whose
  * base offset is base. Batches must be added in file order. Returns 0 or
  * -ENOMEM (the index is unchanged; lookups stay correct, only slower). */

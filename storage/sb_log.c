@@ -807,17 +807,11 @@ static int truncate_into_sealed(struct sb_log *log, uint32_t k, int64_t offset)
 {
 	struct sb_segment *seg = NULL, *old = log->segs[k];
 	struct sb_scan_result res;
-	char path[SB_PATH_MAX];
 	int rc = 0;
 	for (uint32_t i = log->nsegs; i-- > k + 1 && !rc;)
 		rc = sb_segment_remove_files(log->segs[i]);
-	for (int j = 0; j < 2 && !rc; j++) {
-		sb_segment_path(log->dir, old->base_offset, j ? ".timeindex" : ".index", path);
-		rc = log->vfs->ops->unlink(log->vfs, path);
-		rc = rc == -ENOENT ? 0 : rc;
-	}
 	if (!rc)
-		rc = log->vfs->ops->sync_dir(log->vfs, log->dir);
+		rc = sb_segment_remove_index_files(old);
 	if (!rc)
 		rc = sb_segment_alloc(log->vfs, log->dir, old->base_offset, log->cfg.index_interval_bytes, &seg);
 	int32_t min_epoch = k > 0 ? log->segs[k - 1]->last_epoch : -1;

@@ -14,6 +14,11 @@
  * A write or fdatasync error fails every unacknowledged append and puts the
  * log in a sticky failed state: later appends get SB_EFAILED, and nothing
  * written after the failure is ever acknowledged (RELIABILITY.md rule 4).
+ * A full disk is the exception: a write or a roll refused with ENOSPC (or
+ * EDQUOT) fails the unacknowledged appends with that error and refuses new
+ * ones with it (not SB_EFAILED), and every SB_LOG_FULL_RETRY_MS, once nothing
+ * is in flight, the log cuts the active segment back to the acknowledged end
+ * and takes appends again. An fdatasync error stays fatal whatever its errno.
  *
  * Read path (any thread): readers see exactly the acknowledged prefix
  * [log_start, stable_end): never a batch that could still fail, and never
@@ -33,6 +38,8 @@
 struct sb_vfs;
 struct sb_ioloop;
 struct sb_log;
+
+#define SB_LOG_FULL_RETRY_MS 1000
 
 /* SB_FSYNC_DEFAULT appears only in requests ("use the server's default"). */
 enum sb_fsync_policy { SB_FSYNC_DEFAULT = -1, SB_FSYNC_ALWAYS = 0, SB_FSYNC_INTERVAL = 1, SB_FSYNC_NEVER = 2 };

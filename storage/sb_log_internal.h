@@ -155,6 +155,11 @@ struct sb_log {
 	int roll_requested;
 	int rolls_done;           /* counts rolls, for sb_log_roll waiters */
 	int failed;               /* sticky error, 0 while healthy */
+	/* failed is a full disk (a write or a roll refused with ENOSPC/EDQUOT):
+	 * the tick retries every SB_LOG_FULL_RETRY_MS once nothing is in
+	 * flight (sb_log__retry_full). */
+	int full;
+	int64_t full_retry_ms;
 	int closing;
 };
 

@@ -204,7 +204,7 @@ static int append(struct sb_log *log, const void *data, size_t len, int32_t lead
 	if (log->closing)
 		rc = SB_ECLOSED;
 	else if (log->failed)
-		rc = SB_EFAILED;
+		rc = log->full ? log->failed : SB_EFAILED; /* a full disk is RESOURCE_EXHAUSTED, not a failure */
 	else if (!replica && log->follower)
 		rc = SB_ENOTLEADER; /* a demoted leader takes no client write, whatever epoch it is given */
 	else if (replica && (rc = check_replica(log, data, len, &leader_epoch)) != 0)

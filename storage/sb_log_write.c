@@ -76,8 +76,20 @@ static void fail_locked(struct sb_log *log, int err, const char *what, struct ou
 {
 	if (!log->failed) {
 		log->failed = err;
-		SB_ERROR("log_failed", "log=%s op=%s error=\"%s\" acked_end=%" PRId64 " assigned_end=%" PRId64,
-			 log->name, what, sb_strerror(err), log->stable_end, log->next_offset);
+		/* Only a write or a roll that found no room: an fdatasync error may
+		 * have dropped pages (fsyncgate), and stays fatal. */
+		log->full = (err == -ENOSPC || err == -EDQUOT) && (!strcmp(what, "write") || !strcmp(what, "roll"));
+		if (log->full) {
+			log->full_retry_ms = sb_mono_ms() + SB_LOG_FULL_RETRY_MS;
+			SB_LOG_RATELIMITED(SB_LEVEL_ERROR, 10000, "log_failed",
+					   "log=%s op=%s error=\"%s\" acked_end=%" PRId64 " assigned_end=%" PRId64
+					   " hint=\"disk full: appends are refused and retried every %d ms\"",
+					   log->name, what, sb_strerror(err), log->stable_end, log->next_offset,
+					   SB_LOG_FULL_RETRY_MS);
+		} else {
+			SB_ERROR("log_failed", "log=%s op=%s error=\"%s\" acked_end=%" PRId64 " assigned_end=%" PRId64,
+				 log->name, what, sb_strerror(err), log->stable_end, log->next_offset);
+		}
 	}
 	if (!o->failed.n) /* claims everything still unclaimed */
 		sb_log__take_acked(log, INT64_MAX, &o->failed);
@@ -487,6 +499,47 @@ static int roll(struct sb_log *log)
 	return 0;
 }
 
+/* ---- a full disk ---- */
+
+/* Lock held, loop thread. A log failed by a full disk takes appends again
+ * once nothing is in flight and the retry time has come: the active segment
+ * is cut back to the acknowledged end (the failed appends' bytes go: their
+ * callers were told, and a short write may have left part of one), and the
+ * write state restarts there. If the disk is still full the next write fails
+ * the same way, and the next retry comes SB_LOG_FULL_RETRY_MS later. */
+static void retry_full(struct sb_log *log, int64_t now_ms)
+{
+	struct sb_segment *act = sb_log__active(log);
+	int rc = 0;
+
+	if (!log->failed || !log->full || log->closing || !sb_log__drained(log) || now_ms < log->full_retry_ms)
+		return;
+	log->full_retry_ms = now_ms + SB_LOG_FULL_RETRY_MS;
+	if (act->sealed && (rc = sb_segment_remove_index_files(act)) == 0)
+		act->sealed = 0; /* a roll sealed it, then could not create the next one */
+	uint64_t old_size = act->size;
+	if (!rc)
+		rc = sb_segment_cut(act, log->stable_end, log->stable_pos);
+	if (rc) {
+		log->full = 0; /* no longer a full disk only: stay failed */
+		SB_ERROR("log_failed", "log=%s op=resume error=\"%s\" acked_end=%" PRId64, log->name,
+			 sb_strerror(rc), log->stable_end);
+		return;
+	}
+	log->total_bytes -= old_size - act->size;
+	log->next_offset = log->written_end = log->sync_target = log->stable_end;
+	if (log->synced_end > log->stable_end)
+		log->synced_end = log->stable_end;
+	log->written_pos = log->plan_pos = log->sync_target_pos = log->stable_pos;
+	log->npieces = 0;
+	log->piece_head = 0;
+	sb_log__free_staging(log); /* every append in it was failed */
+	SB_INFO("log_resumed", "log=%s after=\"%s\" next_offset=%" PRId64 " bytes_cut=%" PRIu64, log->name,
+		sb_strerror(log->failed), log->next_offset, old_size - act->size);
+	log->failed = 0;
+	log->full = 0;
+}
+
 /* ---- pump and tick ---- */
 
 void sb_log__pump(struct sb_ioloop_task *task)
@@ -536,6 +589,7 @@ void sb_log__tick(struct sb_ioloop_task *task, int64_t now_ms)
 		retention = log->cfg.retention_bytes >= 0 || log->cfg.retention_ms >= 0;
 	}
 	sb_log__trim(log, sb_mono_ms());
+	retry_full(log, sb_mono_ms());
 	pthread_mutex_unlock(&log->lock);
 	if (retention) {
 		int rc = sb_log_apply_retention(log, now_ms);

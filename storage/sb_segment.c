@@ -315,6 +315,20 @@ int sb_segment_seal(struct sb_segment *seg)
 	return 0;
 }
 
+int sb_segment_remove_index_files(struct sb_segment *seg)
+{
+	char path[SB_PATH_MAX];
+	int rc = 0;
+	for (int j = 0; j < 2 && !rc; j++) {
+		sb_segment_path(seg->dir, seg->base_offset, j ? ".timeindex" : ".index", path);
+		rc = seg->vfs->ops->unlink(seg->vfs, path);
+		rc = rc == -ENOENT ? 0 : rc;
+	}
+	if (!rc)
+		rc = seg->vfs->ops->sync_dir(seg->vfs, seg->dir);
+	return rc;
+}
+
 int sb_segment_remove_files(struct sb_segment *seg)
 {
 	static const char *const suffixes[] = {".log", ".index", ".timeindex"};
@@ -394,6 +408,39 @@ int sb_segment_read(struct sb_segment *seg, int64_t offset, uint64_t start_pos, 
 	*buf = w.buf;
 	*data_off = first;
 	*len = at - first;
+	return 0;
+}
+
+int sb_segment_cut(struct sb_segment *seg, int64_t offset, uint64_t pos)
+{
+	uint8_t hdr[SB_BATCH_HEADER_BYTES];
+	int64_t next = seg->base_offset;
+	int32_t epoch = -1;
+	int rc = 0;
+
+	sb_index_truncate(&seg->idx, pos);
+	uint64_t at = seg->idx.n_off ? seg->idx.off[seg->idx.n_off - 1].pos : 0;
+	while (at < pos) {
+		struct sb_batch_header h;
+		int64_t n = seg->vfs->ops->pread(seg->vfs, seg->fd, hdr, sizeof hdr, at);
+		if (n < 0)
+			return (int)n;
+		if ((size_t)n < sizeof hdr || sb_batch_parse_header(hdr, sizeof hdr, &h) != 0)
+			return SB_ECORRUPT;
+		next = sb_batch_next_offset(&h);
+		epoch = h.leader_epoch;
+		at += sb_batch_total_bytes(&h);
+	}
+	if (at != pos || (pos > 0 && next != offset) || (pos == 0 && offset != seg->base_offset))
+		return SB_ECORRUPT;
+	rc = seg->vfs->ops->truncate(seg->vfs, seg->fd, pos);
+	if (!rc)
+		rc = seg->vfs->ops->datasync(seg->vfs, seg->fd);
+	if (rc)
+		return rc;
+	seg->size = pos;
+	seg->next_offset = offset;
+	seg->last_epoch = pos ? epoch : -1;
 	return 0;
 }
 

@@ -88,6 +88,9 @@ int sb_segment_seal(struct sb_segment *seg) SB_MUST_CHECK;
 /* Deletes the segment's files (log, index, timeindex); the fd stays valid
  * until the last reference goes. Returns 0 or the first -errno. */
 int sb_segment_remove_files(struct sb_segment *seg) SB_MUST_CHECK;
+/* Deletes a sealed segment's index files durably (missing ones are fine),
+ * before its file is written again as the active segment. 0 or -errno. */
+int sb_segment_remove_index_files(struct sb_segment *seg) SB_MUST_CHECK;
 
 /* Reads whole batches from the segment starting with the batch that contains
  * offset, scanning from start_pos (a batch boundary at or before it) and not
@@ -108,5 +111,14 @@ int sb_segment_read(struct sb_segment *seg, int64_t offset, uint64_t start_pos, 
  * size, next_offset and last_epoch follow. 0, SB_EINVAL, -errno (the
  * segment's state is then undefined: fail the log). */
 int sb_segment_truncate(struct sb_segment *seg, int64_t offset) SB_MUST_CHECK;
+
+/* Cuts an active segment back to pos, where the batch ending at offset ends
+ * (the caller's acknowledged end: both are known), dropping whatever was
+ * written after it, without rescanning the segment: the index loses its
+ * entries from pos on, and the batch headers after the last remaining entry
+ * are read to confirm that offset ends at pos and to learn the last epoch.
+ * The file is truncated and fdatasynced; size, next_offset and last_epoch
+ * follow. 0, SB_ECORRUPT (offset does not end at pos), -errno. */
+int sb_segment_cut(struct sb_segment *seg, int64_t offset, uint64_t pos) SB_MUST_CHECK;
 
 #endif
