@@ -234,6 +234,17 @@ char *sb_metrics_render(struct sb_svc *svc, size_t *len)
 	put(&o, "streambus_active_follow_streams %lld\n", fol);
 	family(&o, "streambus_draining", "gauge", "1 once shutdown has begun.");
 	put(&o, "streambus_draining %d\n", draining);
+	struct sb_storage_health sh;
+	sb_logmgr_health(svc->mgr, &sh);
+	family(&o, "streambus_storage_io_wait_seconds", "gauge",
+	       "Age of the oldest write or fdatasync in flight on any log (a stalled disk makes it grow; "
+	       "readiness fails past --disk-stall-ms).");
+	put(&o, "streambus_storage_io_wait_seconds %.3f\n", (double)sh.io_wait_ms / 1e3);
+	family(&o, "streambus_storage_failed_logs", "gauge",
+	       "Logs in their sticky failed state after an I/O error (liveness fails: restart the node).");
+	put(&o, "streambus_storage_failed_logs %u\n", sh.failed_logs);
+	family(&o, "streambus_storage_full_logs", "gauge", "Logs refusing appends for a full disk (retried every second).");
+	put(&o, "streambus_storage_full_logs %u\n", sh.full_logs);
 	family(&o, "streambus_requests_failed_total", "counter",
 	       "Requests answered with a non-OK status (per produce request, per call otherwise), by code.");
 	for (int c = 1; c < 17; c++)
@@ -256,8 +267,11 @@ char *sb_metrics_render(struct sb_svc *svc, size_t *len)
 		      r->li.high_watermark);
 	PER_PARTITION(&o, &s, "streambus_log_segments", "gauge", "Segment files.", r->li.segments);
 	PER_PARTITION(&o, &s, "streambus_log_bytes", "gauge", "Bytes in all segments.", r->li.size_bytes);
+	PER_PARTITION(&o, &s, "streambus_log_disk_full", "gauge",
+		      "1 while the log refuses appends for a full disk (retried every second).", r->li.full != 0);
 	PER_PARTITION(&o, &s, "streambus_log_failed", "gauge",
-		      "1 if the log is in its sticky failed state after an I/O error (appends refused).", r->li.failed != 0);
+		      "1 if the log is in its sticky failed state after an I/O error (appends refused until a restart).",
+		      r->li.failed != 0 && !r->li.full);
 	PER_PARTITION(&o, &s, "streambus_insync_replicas", "gauge",
 		      "Replicas in the in-sync set, this node included (leader's view).", r->isr);
 	PER_FOLLOWER(&o, &s, "streambus_replica_lag_records", "Records a follower is behind the leader's end (-1 unknown).",

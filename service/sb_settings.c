@@ -68,6 +68,7 @@ static const struct setting table[] = {
 	{"max-streams-per-connection", INT, S(max_streams_per_connection), "1000", 1, 100000, NULL, "HTTP/2 concurrent streams one connection may open"},
 	{"handshake-timeout-ms", INT, S(handshake_timeout_ms), "10000", 100, 600000, NULL, "a connection that has not completed its handshake by then is closed"},
 	{"idle-timeout-ms", INT, S(idle_timeout_ms), "300000", 1000, INT64_MAX, NULL, "a connection without calls for this long is closed (GOAWAY)"},
+	{"disk-stall-ms", INT, S(disk_stall_ms), "5000", 0, 3600000, NULL, "readiness is NOT_SERVING while a write or fdatasync has been in flight this long (0 = never)"},
 	{"metrics-listen", STR, S(metrics_listen), "", 0, 0, NULL, "serve Prometheus metrics on http://HOST:PORT/metrics (empty: off)"},
 	{"help", FLAG, S(help), "0", 0, 1, NULL, "print this help and exit"},
 	{"version", FLAG, S(version), "0", 0, 1, NULL, "print the version and exit"},

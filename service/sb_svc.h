@@ -69,6 +69,8 @@ struct sb_svc {
 	pthread_mutex_t lock;    /* guards the fields below and request posting */
 	pthread_cond_t cond;
 	int draining;            /* new calls refused (UNAVAILABLE); readiness NOT_SERVING */
+	int disk_stalled;        /* readiness NOT_SERVING (sb_svc_check_storage) */
+	int logs_failed;         /* liveness NOT_SERVING: only a restart recovers a failed log */
 	int shutting_down;       /* the gRPC server is being shut down: post no requests */
 	int64_t calls;           /* live call states */
 	int64_t follows;         /* live Replication/Follow streams (ended by sb_repl_stop) */
@@ -84,6 +86,15 @@ struct sb_svc {
 	struct sb_histo ack_histo; /* produce: request received -> acknowledged */
 	struct sb_metrics *metrics; /* the /metrics endpoint, if --metrics-listen */
 };
+
+/* Re-reads the storage's health (sb_logmgr_health): readiness turns
+ * NOT_SERVING while a write or fdatasync has been in flight longer than
+ * --disk-stall-ms (a frozen or dying disk: the node cannot acknowledge
+ * anything), and liveness while a log is in its sticky failed state (a
+ * failed fsync: only a restart, which recovers from what is on disk, brings
+ * the partition back). Logs each transition and tells Health.Watch streams.
+ * streambusd calls it every second. */
+void sb_svc_check_storage(struct sb_svc *svc);
 
 /* Counts a request answered with code (no-op for OK). */
 static inline void sb_svc__count_status(struct sb_svc *svc, grpc_status_code code)

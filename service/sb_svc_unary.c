@@ -427,21 +427,44 @@ static void do_cluster(struct sb_svc *svc, struct reply *r)
 	r->bb = sb_rpc_pack(&resp.base);
 }
 
-/* Health: liveness is SERVING while the process runs; "" and readiness are
- * NOT_SERVING while draining. Exposed for Watch. */
+/* Health: liveness is SERVING unless a log has failed (sb_svc_check_storage);
+ * "" and readiness are NOT_SERVING while draining or while the disk is
+ * stalled. Exposed for Watch. */
 int sb_svc__health_status(struct sb_svc *svc, const char *service)
 {
-	int draining;
-	if (strcmp(service, "liveness") == 0)
-		return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-	if (strcmp(service, "") && strcmp(service, "readiness") && strcmp(service, "streambus.v1.StreamBus") &&
+	int live = strcmp(service, "liveness") == 0, down;
+	if (!live && strcmp(service, "") && strcmp(service, "readiness") && strcmp(service, "streambus.v1.StreamBus") &&
 	    strcmp(service, "streambus.v1.Admin"))
 		return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
 	pthread_mutex_lock(&svc->lock);
-	draining = svc->draining;
+	down = live ? svc->logs_failed : svc->draining || svc->disk_stalled;
 	pthread_mutex_unlock(&svc->lock);
-	return draining ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-			: GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	return down ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+		    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+}
+
+void sb_svc_check_storage(struct sb_svc *svc)
+{
+	struct sb_storage_health h;
+	sb_logmgr_health(svc->mgr, &h);
+	int stalled = svc->cfg->disk_stall_ms > 0 && h.io_wait_ms >= svc->cfg->disk_stall_ms;
+	int failed = h.failed_logs > 0;
+	pthread_mutex_lock(&svc->lock);
+	int changed = stalled != svc->disk_stalled || failed != svc->logs_failed;
+	int was_stalled = svc->disk_stalled, was_failed = svc->logs_failed;
+	svc->disk_stalled = stalled;
+	svc->logs_failed = failed;
+	pthread_mutex_unlock(&svc->lock);
+	if (stalled && !was_stalled)
+		SB_WARN("disk_stalled", "io_wait_ms=%lld limit_ms=%lld readiness=NOT_SERVING", (long long)h.io_wait_ms,
+			(long long)svc->cfg->disk_stall_ms);
+	else if (!stalled && was_stalled)
+		SB_INFO("disk_recovered", "readiness=SERVING");
+	if (failed && !was_failed)
+		SB_ERROR("logs_failed", "failed_logs=%u liveness=NOT_SERVING hint=\"an fsync or write failed: restart the "
+			 "node to recover the partitions from disk\"", h.failed_logs);
+	if (changed)
+		sb_svc__health_changed(svc);
 }
 
 static void do_health(struct sb_svc *svc, const Grpc__Health__V1__HealthCheckRequest *q, struct reply *r)

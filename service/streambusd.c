@@ -1,7 +1,7 @@
 /* streambusd - the StreamBus server: settings, storage, gRPC, signals.
  *
  * SIGINT/SIGTERM/SIGHUP are blocked in every thread before gRPC starts; main
- * waits for them with sigwait. SIGHUP reloads the tokens file and the TLS
+ * waits for them with sigtimedwait (checking the storage's health every second). SIGHUP reloads the tokens file and the TLS
  * certificate; SIGINT/SIGTERM drain (readiness NOT_SERVING, produce streams
  * finish, subscriptions end with their resume offset), closes the storage
  * (every log fdatasynced) and exits 0. */
@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static int open_storage(const struct sb_settings *s, struct sb_logmgr **mgr)
 {
@@ -171,7 +172,12 @@ int main(int argc, char **argv)
 		svc.port, s.data_dir, sb_logmgr_io_name(mgr), sb_repl_is_leader(repl) ? "leader" : "follower",
 		(long long)sb_repl_epoch(repl), SB_VERSION);
 	for (;;) {
-		sigwait(&sigs, &sig);
+		/* Every second, and on each signal: the storage's health. */
+		struct timespec second = {1, 0};
+		sig = sigtimedwait(&sigs, NULL, &second);
+		sb_svc_check_storage(&svc);
+		if (sig < 0)
+			continue; /* EAGAIN (the second passed) or EINTR */
 		if (sig != SIGHUP)
 			break;
 		SB_INFO("signal", "signal=SIGHUP action=reload");

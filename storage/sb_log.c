@@ -715,7 +715,19 @@ void sb_log_info(struct sb_log *log, struct sb_log_info *info)
 	info->segments = log->nsegs;
 	info->last_epoch = log->last_epoch;
 	info->failed = log->failed;
+	info->full = log->full;
 	info->inflight_bytes = log->inflight_bytes;
+	int64_t now = sb_mono_ms(), oldest = now;
+	if (log->sync_inflight && log->sync_started_ns / 1000000 < oldest)
+		oldest = log->sync_started_ns / 1000000;
+	if (log->roll_started_ms && log->roll_started_ms < oldest)
+		oldest = log->roll_started_ms;
+	for (uint32_t i = 0; i < log->npieces; i++) {
+		const struct sb_piece *p = &log->pieces[(log->piece_head + i) % SB_LOG_PIECES_MAX];
+		if (p->state == SB_PIECE_INFLIGHT && p->submitted_ms < oldest)
+			oldest = p->submitted_ms;
+	}
+	info->io_wait_ms = now - oldest;
 	pthread_mutex_unlock(&log->lock);
 }
 

@@ -282,7 +282,11 @@ struct sb_log_info {
 	uint32_t segments;
 	int32_t last_epoch;
 	int failed;             /* sticky failure error, 0 if healthy */
+	int full;               /* failed is a full disk: retried (see above) */
 	uint64_t inflight_bytes;
+	/* Age of the oldest write or fdatasync in flight (0: none). A disk that
+	 * stops answering (frozen, a dying device) shows here first. */
+	int64_t io_wait_ms;
 };
 void sb_log_info(struct sb_log *log, struct sb_log_info *info);
 

@@ -83,6 +83,7 @@ struct sb_piece {
 	uint64_t file_off;    /* where start goes in the active segment */
 	int64_t end_offset;   /* offset after its last append */
 	int32_t epoch;        /* of its last batch */
+	int64_t submitted_ms; /* when (the rest of) it went to the engine */
 };
 
 #define SB_LOG_PIECES_MAX 2
@@ -154,6 +155,7 @@ struct sb_log {
 	int follower;             /* rolls only on request (where the leader rolled) */
 	int roll_requested;
 	int rolls_done;           /* counts rolls, for sb_log_roll waiters */
+	int64_t roll_started_ms;  /* a roll's blocking I/O is under way (0: none) */
 	int failed;               /* sticky error, 0 while healthy */
 	/* failed is a full disk (a write or a roll refused with ENOSPC/EDQUOT):
 	 * the tick retries every SB_LOG_FULL_RETRY_MS once nothing is in

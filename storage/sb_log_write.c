@@ -240,6 +240,7 @@ static int submit_piece(struct sb_log *log, struct sb_piece *p)
 	if (rc)
 		return rc;
 	p->state = SB_PIECE_INFLIGHT;
+	p->submitted_ms = sb_mono_ms();
 	log->writes_inflight++;
 	return 0;
 }
@@ -466,6 +467,7 @@ static int roll(struct sb_log *log)
 	old = sb_log__active(log);
 	base = log->written_end;
 	log->roll_requested = 0; /* any roll serves a request */
+	log->roll_started_ms = sb_mono_ms();
 	pthread_mutex_unlock(&log->lock);
 
 	rc = sb_segment_seal(old);
@@ -474,6 +476,7 @@ static int roll(struct sb_log *log)
 	if (!rc)
 		rc = sb_segment_create(seg);
 	pthread_mutex_lock(&log->lock);
+	log->roll_started_ms = 0;
 	if (!rc)
 		rc = sb_log__push_segment(log, seg);
 	if (rc) {

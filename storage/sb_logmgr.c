@@ -544,6 +544,25 @@ int sb_logmgr_list_topics(struct sb_logmgr *mgr,
 	return rc;
 }
 
+void sb_logmgr_health(struct sb_logmgr *mgr, struct sb_storage_health *out)
+{
+	memset(out, 0, sizeof *out);
+	pthread_rwlock_rdlock(&mgr->lock);
+	for (uint32_t i = 0; i < mgr->ntopics; i++) {
+		struct sb_topic *t = mgr->topics[i];
+		for (int32_t p = 0; p < t->cfg.partitions; p++) {
+			struct sb_log_info info;
+			sb_log_info(t->logs[p], &info);
+			out->logs++;
+			out->failed_logs += info.failed && !info.full;
+			out->full_logs += info.full;
+			if (info.io_wait_ms > out->io_wait_ms)
+				out->io_wait_ms = info.io_wait_ms;
+		}
+	}
+	pthread_rwlock_unlock(&mgr->lock);
+}
+
 int sb_logmgr_acquire(struct sb_logmgr *mgr, const char *name, struct sb_topic **out)
 {
 	int found;

@@ -102,6 +102,16 @@ struct sb_topic_stats {
 	int64_t produced_records, produced_bytes;
 	int64_t consumed_records, consumed_bytes;
 };
+/* The storage's health over every partition log, for readiness, liveness
+ * and metrics. */
+struct sb_storage_health {
+	uint32_t logs;
+	uint32_t failed_logs; /* in the sticky failed state: only a restart helps */
+	uint32_t full_logs;   /* refusing appends for a full disk (retried) */
+	int64_t io_wait_ms;   /* the oldest write or fdatasync in flight, any log */
+};
+void sb_logmgr_health(struct sb_logmgr *mgr, struct sb_storage_health *out);
+
 void sb_topic_count(struct sb_topic *t, int produced, int64_t records, int64_t bytes);
 void sb_topic_stats(const struct sb_topic *t, struct sb_topic_stats *out);
 const struct sb_topic_config *sb_topic_config(const struct sb_topic *t);

@@ -214,13 +214,17 @@ def test_fsync_eio_fail_stop():
         assert answered and all(e[2] == dc.UNAVAILABLE for e in answered), \
             "error codes other than UNAVAILABLE: %s" % codes
         assert len(late) > 0, "no request was sent after fsync_eio off"
-        assert dc.health(node.addr, "liveness") == "SERVING"
+        # Only a restart recovers a failed log: liveness says so (the kubelet restarts the pod);
+        # readiness stays SERVING, reads work.
+        wait_for("liveness NOT_SERVING", lambda: dc.health(node.addr, "liveness") == "NOT_SERVING", timeout=5)
+        assert dc.health(node.addr, "readiness") == "SERVING"
         snap = final_read(node.addr, TOPIC, 1, timeout=20)  # reads keep working
         print("  reads on the failed log: %d records; log_failed lines: %d"
               % (len(snap[(TOPIC, 0)]), node.grep_logs("event=log_failed")))
         rc = node.stop()
         print("  SIGTERM of the server with a failed log: exit %s" % rc)
         node.start()
+        assert dc.health(node.addr, "liveness") == "SERVING"
         target = prod.acked() + 200
         wait_for("acks after the restart", lambda: prod.acked() >= target, timeout=60)
         sc.stop_clients()
@@ -235,9 +239,10 @@ def test_fsync_eio_fail_stop():
 def test_frozen_disk():
     """freeze under load, with one Produce call per request and a 2 s client deadline (3
     producers): calls end DEADLINE_EXCEEDED (or another non-OK code), no request invoked
-    after the freeze is acknowledged while the disk is frozen; health is probed and
-    reported; thaw (always, in a finally): service resumes; checker clean."""
-    with Scenario("disk-freeze") as sc:
+    after the freeze is acknowledged while the disk is frozen; readiness turns NOT_SERVING
+    (--disk-stall-ms 1000) while liveness stays SERVING; thaw (always, in a finally):
+    readiness comes back, service resumes; checker clean."""
+    with Scenario("disk-freeze", args=ARGS + ["--disk-stall-ms", "1000"]) as sc:
         node = sc.node
         prods = [sc.add(dc.DeadlineProducer(node.addr, sc.h, TOPIC, sc.partitions, client=i, deadline_s=2.0))
                  for i in range(3)]
@@ -248,15 +253,18 @@ def test_frozen_disk():
         node.fs.freeze()
         t_freeze = time.monotonic_ns()
         try:
-            time.sleep(1.0)
-            for svc in ("", "readiness", "liveness"):
-                t = time.time()
-                probes[svc or '""'] = "%s in %.2fs" % (dc.health(node.addr, svc, timeout=2.0), time.time() - t)
-            time.sleep(3.0)  # > the 2 s deadline: calls invoked during the freeze expire
+            wait_for("readiness NOT_SERVING on the frozen disk",
+                     lambda: dc.health(node.addr, "readiness", timeout=2.0) == "NOT_SERVING", timeout=3.5)
+            probes["readiness"] = "NOT_SERVING after %.1fs" % ((time.monotonic_ns() - t_freeze) / 1e9)
+            probes["liveness"] = dc.health(node.addr, "liveness", timeout=2.0)
+            time.sleep(max(0.0, 4.0 - (time.monotonic_ns() - t_freeze) / 1e9))  # > the 2 s deadline
         finally:
             t_thaw = time.monotonic_ns()
             node.fs.thaw()
         print("  health while frozen: %s" % probes)
+        assert probes["liveness"] == "SERVING", probes
+        wait_for("readiness SERVING after the thaw", lambda: dc.health(node.addr, "readiness") == "SERVING",
+                 timeout=10)
         ev = dc.produce_events(sc.h, invoked_after=t_freeze)
         false_acks = [e for e in ev if e[1] == "ok" and e[4] < t_thaw]
         during = [e for e in ev if e[4] < t_thaw]
