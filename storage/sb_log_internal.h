@@ -162,6 +162,7 @@ struct sb_log {
 	 * flight (sb_log__retry_full). */
 	int full;
 	int64_t full_retry_ms;
+	uint32_t full_retries;    /* retries since the disk filled; logged once writes succeed */
 	int closing;
 };
 

@@ -61,6 +61,11 @@ static void advance_stable(struct sb_log *log, int64_t end, uint64_t pos, struct
 {
 	if (end <= log->stable_end)
 		return;
+	if (log->full_retries) {
+		SB_INFO("log_resumed", "log=%s after=\"disk full\" retries=%" PRIu32 " acked_end=%" PRId64, log->name,
+			log->full_retries, end);
+		log->full_retries = 0;
+	}
 	struct sb_ack_run run;
 	log->stable_end = end;
 	log->stable_pos = pos;
@@ -81,11 +86,11 @@ static void fail_locked(struct sb_log *log, int err, const char *what, struct ou
 		log->full = (err == -ENOSPC || err == -EDQUOT) && (!strcmp(what, "write") || !strcmp(what, "roll"));
 		if (log->full) {
 			log->full_retry_ms = sb_mono_ms() + SB_LOG_FULL_RETRY_MS;
-			SB_LOG_RATELIMITED(SB_LEVEL_ERROR, 10000, "log_failed",
-					   "log=%s op=%s error=\"%s\" acked_end=%" PRId64 " assigned_end=%" PRId64
-					   " hint=\"disk full: appends are refused and retried every %d ms\"",
-					   log->name, what, sb_strerror(err), log->stable_end, log->next_offset,
-					   SB_LOG_FULL_RETRY_MS);
+			if (!log->full_retries) /* once per episode: retries that fail again are quiet */
+				SB_ERROR("log_failed", "log=%s op=%s error=\"%s\" acked_end=%" PRId64
+					 " assigned_end=%" PRId64 " hint=\"disk full: appends are refused and "
+					 "retried every %d ms\"", log->name, what, sb_strerror(err), log->stable_end,
+					 log->next_offset, SB_LOG_FULL_RETRY_MS);
 		} else {
 			SB_ERROR("log_failed", "log=%s op=%s error=\"%s\" acked_end=%" PRId64 " assigned_end=%" PRId64,
 				 log->name, what, sb_strerror(err), log->stable_end, log->next_offset);
@@ -537,8 +542,9 @@ static void retry_full(struct sb_log *log, int64_t now_ms)
 	log->npieces = 0;
 	log->piece_head = 0;
 	sb_log__free_staging(log); /* every append in it was failed */
-	SB_INFO("log_resumed", "log=%s after=\"%s\" next_offset=%" PRId64 " bytes_cut=%" PRIu64, log->name,
-		sb_strerror(log->failed), log->next_offset, old_size - act->size);
+	SB_DEBUG("log_retry", "log=%s after=\"%s\" next_offset=%" PRId64 " bytes_cut=%" PRIu64, log->name,
+		 sb_strerror(log->failed), log->next_offset, old_size - act->size);
+	log->full_retries++; /* log_resumed once an append is acknowledged again */
 	log->failed = 0;
 	log->full = 0;
 }
