@@ -716,6 +716,7 @@ void sb_log_info(struct sb_log *log, struct sb_log_info *info)
 	info->last_epoch = log->last_epoch;
 	info->failed = log->failed;
 	info->full = log->full;
+	info->rewinds = log->rewinds;
 	info->inflight_bytes = log->inflight_bytes;
 	int64_t now = sb_mono_ms(), oldest = now;
 	if (log->sync_inflight && log->sync_started_ns / 1000000 < oldest)
@@ -901,6 +902,7 @@ int sb_log_truncate(struct sb_log *log, int64_t offset)
 					" hint=\"readers may have seen records that are now gone\"",
 					log->name, log->visible_end, offset);
 				log->visible_end = offset;
+				log->rewinds++;
 			}
 		}
 	}

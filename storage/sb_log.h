@@ -283,6 +283,7 @@ struct sb_log_info {
 	int32_t last_epoch;
 	int failed;             /* sticky failure error, 0 if healthy */
 	int full;               /* failed is a full disk: retried (see above) */
+	uint32_t rewinds;       /* times the readable end moved back (unclean promotion: sb_log_truncate) */
 	uint64_t inflight_bytes;
 	/* Age of the oldest write or fdatasync in flight (0: none). A disk that
 	 * stops answering (frozen, a dying device) shows here first. */

@@ -118,6 +118,7 @@ struct sb_log {
 	 * hw_cap), never decreasing. hw_cap is INT64_MAX for a log nobody
 	 * replicates; replication lowers it to the high watermark. */
 	int64_t hw_cap, visible_end;
+	uint32_t rewinds;     /* times visible_end moved back (sb_log_truncate below it) */
 	uint64_t stable_pos;  /* readable bytes of the active segment */
 	int32_t last_epoch;
 
