@@ -16,6 +16,7 @@ struct sbc_conn; /* client.h */
 /* Full method names. */
 #define SBC_M_PRODUCE "/streambus.v1.StreamBus/Produce"
 #define SBC_M_CONSUME "/streambus.v1.StreamBus/Consume"
+#define SBC_M_LOOKUP "/streambus.v1.StreamBus/Lookup"
 #define SBC_M_CREATE_TOPIC "/streambus.v1.Admin/CreateTopic"
 #define SBC_M_DELETE_TOPIC "/streambus.v1.Admin/DeleteTopic"
 #define SBC_M_LIST_TOPICS "/streambus.v1.Admin/ListTopics"
@@ -71,6 +72,7 @@ int cmd_topic(struct cli_globals *g, int argc, char **argv);
 int cmd_produce(struct cli_globals *g, int argc, char **argv);
 int cmd_consume(struct cli_globals *g, int argc, char **argv);
 int cmd_health(struct cli_globals *g, int argc, char **argv);
+int cmd_lookup(struct cli_globals *g, int argc, char **argv);
 int cmd_bench(struct cli_globals *g, int argc, char **argv);
 int cmd_cluster(struct cli_globals *g, int argc, char **argv);
 

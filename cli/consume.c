@@ -92,14 +92,9 @@ static void print_record(struct consumer *c, int32_t partition,
 		fputs("\"key\":null", f);
 	putc(',', f);
 	sbc_json_bytes_field(f, "value", r->value.data, r->value.len);
-	fputs(",\"headers\":{", f);
-	for (size_t i = 0; i < r->n_headers; i++) {
-		if (i)
-			putc(',', f);
-		sbc_json_bytes_field(f, r->headers[i]->key, r->headers[i]->value.data,
-		                     r->headers[i]->value.len);
-	}
-	fputs("}}\n", f);
+	putc(',', f);
+	sbc_json_headers(f, r->headers, r->n_headers);
+	fputs(r->tombstone ? ",\"tombstone\":true}\n" : "}\n", f);
 }
 
 static void stop_all(struct consumer *c)

@@ -1,6 +1,8 @@
 /* format.c - UTF-8 checks, JSON strings and base64 for consume --json. */
 #include "format.h"
 
+#include "streambus/v1/streambus.pb-c.h"
+
 #include <string.h>
 
 /* Length of the valid UTF-8 sequence at p (1-4) and its code point, or 0. */
@@ -127,4 +129,15 @@ void sbc_json_bytes_field(FILE *f, const char *name, const uint8_t *p, size_t n)
 	fputs("_b64\":\"", f);
 	sbc_base64(f, p, n);
 	putc('"', f);
+}
+
+void sbc_json_headers(FILE *f, struct Streambus__V1__Header *const *h, size_t n)
+{
+	fputs("\"headers\":{", f);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			putc(',', f);
+		sbc_json_bytes_field(f, h[i]->key, h[i]->value.data, h[i]->value.len);
+	}
+	putc('}', f);
 }

@@ -23,4 +23,8 @@ void sbc_json_string(FILE *f, const uint8_t *p, size_t n);
 /* Writes the base64 encoding of p[0..n) (no quotes). */
 void sbc_base64(FILE *f, const uint8_t *p, size_t n);
 
+/* Writes "headers":{...}: each header as a field (sbc_json_bytes_field). */
+struct Streambus__V1__Header;
+void sbc_json_headers(FILE *f, struct Streambus__V1__Header *const *h, size_t n);
+
 #endif

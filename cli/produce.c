@@ -47,6 +47,8 @@ static const char produce_usage[] =
     "  -K, --key-delimiter SEP  the part of a line before the first SEP is the record key\n"
     "                         (escapes: \\t \\\\ \\xHH); lines without SEP have no key\n"
     "  -H, --header NAME=VALUE  add a header to every record (repeatable)\n"
+    "  --tombstones           with -K, a line with a key and an empty value deletes the key\n"
+    "                         (a tombstone: Lookup and compaction forget it)\n"
     "  --acks MODE            leader (default), all, or none (no responses unless errors)\n"
     "  --batch N              records per request (default 100, at most 100000)\n"
     "  --window N             requests in flight on the stream (default 16)\n"
@@ -93,6 +95,7 @@ struct producer {
 	Streambus__V1__Acks acks;
 	uint32_t batch_records;
 	uint32_t window;
+	int tombstones; /* keyed empty lines are tombstones */
 	/* state */
 	struct sbc_conn conn;
 	struct sbc_call call;
@@ -237,7 +240,8 @@ static int send_batch(struct producer *p, struct pbatch *b)
 		recs[i].key.len = b->recs[i].has_key ? b->recs[i].klen : 0;
 		recs[i].value.data = (uint8_t *)b->data + b->recs[i].voff;
 		recs[i].value.len = b->recs[i].vlen;
-		recs[i].n_headers = p->n_headers;
+		recs[i].tombstone = p->tombstones && b->recs[i].has_key && b->recs[i].klen > 0 && b->recs[i].vlen == 0;
+		recs[i].n_headers = recs[i].tombstone ? 0 : p->n_headers;
 		recs[i].headers = p->header_ptrs;
 		ptrs[i] = &recs[i];
 	}
@@ -607,6 +611,9 @@ static int parse_opt(struct producer *p, int opt, char *arg)
 			                       SBC_PRODUCE_WINDOW_MAX);
 		p->window = (uint32_t)v;
 		return 0;
+	case 'T':
+		p->tombstones = 1;
+		return 0;
 	default:
 		return -1;
 	}
@@ -623,6 +630,7 @@ int cmd_produce(struct cli_globals *g, int argc, char **argv)
 	    {"acks", required_argument, 0, 'a'},
 	    {"batch", required_argument, 0, 'b'},
 	    {"window", required_argument, 0, 'w'},
+	    {"tombstones", no_argument, 0, 'T'},
 	    {0, 0, 0, 0},
 	};
 	struct producer *p = calloc(1, sizeof *p);

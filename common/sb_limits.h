@@ -23,6 +23,8 @@
 #define SB_BATCH_RECORDS_MAX 1000000u
 /* Headers on one record. */
 #define SB_RECORD_HEADERS_MAX 1024u
+/* Keys in one LookupRequest. */
+#define SB_LOOKUP_KEYS_MAX 1000u
 
 /* Segment size bounds. Index entries store 32-bit file positions, and a
  * segment never exceeds 2 GiB so they always fit. The 4 KiB minimum exists

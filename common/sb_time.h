@@ -22,4 +22,15 @@ static inline int64_t sb_wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000ll + ts.tv_nsec / 1000000;
 }
 
+/* The CLOCK_REALTIME instant ms from now, for pthread_cond_timedwait. */
+static inline struct timespec sb_deadline_in_ms(long ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += ms * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	return ts;
+}
+
 #endif

@@ -58,6 +58,10 @@ struct sb_settings {
 	int64_t max_streams_per_connection;
 	int64_t handshake_timeout_ms;
 	int64_t idle_timeout_ms;
+	int64_t memtable_bytes;     /* key store (sb_kvstore.h); 0 = none */
+	int64_t kv_replay_bytes;
+	int64_t delete_retention_ms;
+	int64_t compaction_rate_bytes;
 	int64_t disk_stall_ms;      /* readiness: a write/fdatasync older than this is a stalled disk */
 	char metrics_listen[256];   /* "" = no metrics endpoint */
 	int help, version;

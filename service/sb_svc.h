@@ -51,6 +51,7 @@ enum sb_method {
 	SB_M_REPL_FOLLOW,
 	SB_M_REPL_ANNOUNCE,
 	SB_M_PROMOTE,
+	SB_M_LOOKUP,
 	SB_M_COUNT
 };
 

@@ -1,6 +1,6 @@
 /* sb_svc_encode.c - protobuf wire encoding of consumed records (see
  * sb_svc_encode.h). ConsumedRecord: 1 offset, 2 timestamp_ms, 3 key,
- * 4 value, 5 headers (Header: 1 key, 2 value). */
+ * 4 value, 5 headers (Header: 1 key, 2 value), 6 tombstone. */
 #include "sb_svc_encode.h"
 
 #include "sb_batch.h"
@@ -46,7 +46,8 @@ static inline uint8_t *put_bytes(uint8_t *p, uint32_t field, const void *d, size
 {
 	p = put_key(p, field, WT_LEN);
 	p += sb_uvarint_put(p, n);
-	memcpy(p, d, n);
+	if (n)
+		memcpy(p, d, n);
 	return p + n;
 }
 
@@ -87,6 +88,8 @@ static int record_body(const struct sb_record_view *r, size_t *size)
 	int rc;
 	while ((rc = sb_record_header_next(&hp, r->headers_end, &h)) == 1)
 		n += bytes_size(5, header_body(&h));
+	if (r->attributes & SB_RECORD_ATTR_TOMBSTONE)
+		n += 2;
 	if (rc < 0)
 		return rc;
 	*size = n;
@@ -117,7 +120,34 @@ static uint8_t *put_record(uint8_t *p, const struct sb_record_view *r)
 		if (h.value_len > 0)
 			p = put_bytes(p, 2, h.value, (size_t)h.value_len);
 	}
+	if (r->attributes & SB_RECORD_ATTR_TOMBSTONE) {
+		p = put_key(p, 6, WT_VARINT);
+		*p++ = 1;
+	}
 	return p;
+}
+
+int sb_enc_record(struct sb_enc *e, uint32_t field, const struct sb_record_view *r)
+{
+	size_t body;
+	if (record_body(r, &body))
+		return SB_ECORRUPT;
+	size_t total = key_size(field) + sb_uvarint_size(body) + body;
+	if (reserve(e, total))
+		return -ENOMEM;
+	uint8_t *p = put_key(e->buf + e->len, field, WT_LEN);
+	p += sb_uvarint_put(p, body);
+	p = put_record(p, r);
+	e->len = (size_t)(p - e->buf);
+	return 0;
+}
+
+int sb_enc_bytes_field(struct sb_enc *e, uint32_t field, const void *data, size_t len)
+{
+	if (reserve(e, bytes_size(field, len)))
+		return -ENOMEM;
+	e->len = (size_t)(put_bytes(e->buf + e->len, field, data, len) - e->buf);
+	return 0;
 }
 
 int sb_enc_records(struct sb_enc *e, uint32_t field, const uint8_t *data, size_t len, int64_t from,
@@ -145,12 +175,8 @@ int sb_enc_records(struct sb_enc *e, uint32_t field, const uint8_t *data, size_t
 			size_t total = key_size(field) + sb_uvarint_size(body) + body;
 			if (*count > 0 && e->len + total > max_bytes)
 				return 0;
-			if (reserve(e, total))
-				return -ENOMEM;
-			uint8_t *p = put_key(e->buf + e->len, field, WT_LEN);
-			p += sb_uvarint_put(p, body);
-			p = put_record(p, &r);
-			e->len = (size_t)(p - e->buf);
+			if ((rc = sb_enc_record(e, field, &r)) != 0)
+				return rc;
 			(*count)++;
 			*next = r.offset + 1;
 		}

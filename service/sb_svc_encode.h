@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sb_batch.h"
 #include "sb_error.h"
 
 struct sb_enc {
@@ -26,5 +27,12 @@ int sb_enc_varint_field(struct sb_enc *e, uint32_t field, uint64_t v) SB_MUST_CH
  * last one written (from if none). Returns 0, SB_ECORRUPT or -ENOMEM. */
 int sb_enc_records(struct sb_enc *e, uint32_t field, const uint8_t *data, size_t len, int64_t from,
 		   int64_t stop, uint32_t max_records, size_t max_bytes, uint32_t *count, int64_t *next) SB_MUST_CHECK;
+
+/* Appends one record as a ConsumedRecord message in field `field` (1
+ * offset, 2 timestamp_ms, 3 key, 4 value, 5 headers, 6 tombstone).
+ * 0, SB_ECORRUPT (malformed headers) or -ENOMEM. */
+int sb_enc_record(struct sb_enc *e, uint32_t field, const struct sb_record_view *r) SB_MUST_CHECK;
+/* Appends a bytes (or embedded message) field, also when empty. 0 or -ENOMEM. */
+int sb_enc_bytes_field(struct sb_enc *e, uint32_t field, const void *data, size_t len) SB_MUST_CHECK;
 
 #endif

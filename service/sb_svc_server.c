@@ -42,6 +42,7 @@ static const struct {
 	[SB_M_REPL_FOLLOW] = {"/streambus.v1.Replication/Follow", 0},
 	[SB_M_REPL_ANNOUNCE] = {"/streambus.v1.Replication/Announce", 1},
 	[SB_M_PROMOTE] = {"/streambus.v1.Admin/Promote", 1},
+	[SB_M_LOOKUP] = {"/streambus.v1.StreamBus/Lookup", 1},
 };
 
 /* An outstanding request for a new call of one method (or any, if m < 0). */

@@ -1,4 +1,4 @@
-/* sb_svc_unary.c - unary methods: Fetch, the Admin service, Health.Check.
+/* sb_svc_unary.c - unary methods: Fetch, Lookup, the Admin service, Health.Check.
  * Each runs on the worker thread that received it (reads come from the page
  * cache; admin calls are rare) and replies in one batch. */
 #include "sb_svc.h"
@@ -7,6 +7,8 @@
 
 #include "sb_auth.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "sb_crc32c.h"
+#include "sb_kvstore.h"
 #include "sb_limits.h"
 #include "sb_logmgr.h"
 #include "sb_logging.h"
@@ -154,6 +156,91 @@ static void do_fetch(struct sb_svc *svc, const Streambus__V1__FetchRequest *q, s
 	}
 	sb_enc_fini(&e);
 	free(rd.buf);
+	sb_topic_release(t);
+}
+
+/* One LookupResult (1 key, 2 found, 3 partition, 4 record) for key, as
+ * field 1 of out. */
+static int lookup_one(struct sb_topic *t, int32_t partition, const ProtobufCBinaryData *key, struct sb_enc *out)
+{
+	struct sb_kvstore *kv;
+	struct sb_kv_result res;
+	struct sb_enc item;
+	int rc = sb_topic_kv(t, partition, &kv);
+	if (rc)
+		return rc;
+	if ((rc = sb_kvstore_get(kv, key->data, (uint32_t)key->len, &res)) != 0)
+		return rc;
+	sb_enc_init(&item);
+	rc = sb_enc_bytes_field(&item, 1, key->data, key->len);
+	if (!rc)
+		rc = sb_enc_varint_field(&item, 2, (uint64_t)res.found);
+	if (!rc)
+		rc = sb_enc_varint_field(&item, 3, (uint64_t)partition);
+	if (!rc && res.found) {
+		struct sb_record_view v = {
+			.offset = res.offset,
+			.timestamp_ms = res.timestamp_ms,
+			.key = key->data,
+			.key_len = (int32_t)key->len,
+			.value = res.value,
+			.value_len = (int32_t)res.value_len,
+			.headers = res.headers,
+			.headers_end = res.headers + res.headers_len,
+		};
+		rc = sb_enc_record(&item, 4, &v);
+	}
+	if (!rc)
+		rc = sb_enc_bytes_field(out, 1, item.buf, item.len);
+	sb_enc_fini(&item);
+	sb_kv_result_free(&res);
+	return rc;
+}
+
+static void do_lookup(struct sb_svc *svc, const Streambus__V1__LookupRequest *q, struct reply *r,
+		      const struct sb_caller *who)
+{
+	struct sb_topic *t = NULL;
+	struct sb_enc e;
+	int rc = 0;
+	if (q->n_keys == 0 || q->n_keys > SB_LOOKUP_KEYS_MAX) {
+		r->code = GRPC_STATUS_INVALID_ARGUMENT;
+		snprintf(r->msg, sizeof r->msg, "a lookup takes 1 to %u keys, not %zu", SB_LOOKUP_KEYS_MAX, q->n_keys);
+		return;
+	}
+	for (size_t i = 0; i < q->n_keys; i++)
+		if (q->keys[i].len == 0 || q->keys[i].len > SB_KV_KEY_MAX) {
+			r->code = GRPC_STATUS_INVALID_ARGUMENT;
+			snprintf(r->msg, sizeof r->msg, "key %zu has %zu bytes: keys have 1 to %u", i, q->keys[i].len,
+				 SB_KV_KEY_MAX);
+			return;
+		}
+	if (denied(who, SB_PERM_CONSUME, q->topic, r))
+		return;
+	struct sb_log *log0;
+	if (find_log(svc, q->topic, q->partition < 0 ? 0 : q->partition, &t, &log0, r))
+		return;
+	int32_t np = sb_topic_partitions(t);
+	sb_enc_init(&e);
+	for (size_t i = 0; i < q->n_keys && !rc; i++) {
+		int32_t p = q->partition >= 0 ? q->partition
+					      : (int32_t)(sb_crc32c(q->keys[i].data, q->keys[i].len) % (uint32_t)np);
+		rc = lookup_one(t, p, &q->keys[i], &e);
+		if (!rc && e.len > (size_t)svc->cfg->max_message_bytes)
+			rc = SB_ETOOBIG;
+	}
+	if (rc == SB_ETOOBIG)
+		fail(r, rc, "the values exceed the message limit (max-message-bytes): ask for fewer keys%s", "");
+	else if (rc == SB_ENOTFOUND)
+		fail(r, SB_EFAILED, "this server keeps no key store (--memtable-bytes 0)%s", "");
+	else if (rc)
+		fail(r, rc, "lookup failed: %s", sb_strerror(rc));
+	else {
+		grpc_slice s = grpc_slice_from_copied_buffer((const char *)e.buf, e.len);
+		r->bb = grpc_raw_byte_buffer_create(&s, 1);
+		grpc_slice_unref(s);
+	}
+	sb_enc_fini(&e);
 	sb_topic_release(t);
 }
 
@@ -529,6 +616,7 @@ static const ProtobufCMessageDescriptor *request_type(enum sb_method m)
 {
 	switch (m) {
 	case SB_M_FETCH: return &streambus__v1__fetch_request__descriptor;
+	case SB_M_LOOKUP: return &streambus__v1__lookup_request__descriptor;
 	case SB_M_CREATE_TOPIC: return &streambus__v1__create_topic_request__descriptor;
 	case SB_M_DELETE_TOPIC: return &streambus__v1__delete_topic_request__descriptor;
 	case SB_M_LIST_TOPICS: return &streambus__v1__list_topics_request__descriptor;
@@ -546,6 +634,7 @@ static void handle(struct sb_svc *svc, enum sb_method m, const ProtobufCMessage 
 {
 	switch (m) {
 	case SB_M_FETCH: do_fetch(svc, (const void *)q, r, who); break;
+	case SB_M_LOOKUP: do_lookup(svc, (const void *)q, r, who); break;
 	case SB_M_CREATE_TOPIC: do_create(svc, (const void *)q, r); break;
 	case SB_M_DELETE_TOPIC: do_delete(svc, (const void *)q, r); break;
 	case SB_M_LIST_TOPICS: do_list(svc, r, who); break;

@@ -1,7 +1,8 @@
 /* sb_svc_wire.c - ProduceRequest wire decoding (see sb_svc_wire.h).
  * ProduceRequest: 1 request_id (varint), 2 topic (bytes), 3 partition
  * (int32 varint), 4 records (message), 5 acks (enum varint).
- * Record: 1 key, 2 value, 3 headers (Header: 1 key, 2 value), 4 timestamp_ms. */
+ * Record: 1 key, 2 value, 3 headers (Header: 1 key, 2 value), 4 timestamp_ms,
+ * 5 tombstone (bool). */
 #include "sb_svc_wire.h"
 
 #include "sb_limits.h"
@@ -76,6 +77,8 @@ static int parse_record(const uint8_t *p, size_t n, struct sb_record_in *r, stru
 			r->value_len = (uint32_t)f.n;
 		} else if (f.num == 4 && f.wt == 0) {
 			r->timestamp_ms = (int64_t)f.v;
+		} else if (f.num == 5 && f.wt == 0) {
+			r->attributes = f.v ? SB_RECORD_ATTR_TOMBSTONE : 0;
 		} else if (f.num == 3 && f.wt == 2) {
 			const uint8_t *hp = f.p, *he = f.p + f.n;
 			struct field g;
@@ -101,10 +104,13 @@ static int parse_record(const uint8_t *p, size_t n, struct sb_record_in *r, stru
 				*too_many = 1;
 			else
 				hdrs[r->header_count++] = h;
-		} else if (f.num >= 1 && f.num <= 4) {
+		} else if (f.num >= 1 && f.num <= 5) {
 			return SB_EINVAL;
 		}
 	}
+	/* A tombstone deletes its key: it needs one, and carries no value. */
+	if (rc == 0 && (r->attributes & SB_RECORD_ATTR_TOMBSTONE) && (r->key_len == 0 || r->value_len > 0))
+		return SB_EINVAL;
 	return rc;
 }
 

@@ -27,7 +27,14 @@
 static int open_storage(const struct sb_settings *s, struct sb_logmgr **mgr)
 {
 	struct sb_logmgr_options opt;
+	struct sb_kvstore_config kv;
 	memset(&opt, 0, sizeof opt);
+	sb_kvstore_config_default(&kv);
+	kv.memtable_bytes = (uint64_t)s->memtable_bytes;
+	kv.replay_bytes_max = (uint64_t)s->kv_replay_bytes;
+	kv.delete_retention_ms = s->delete_retention_ms;
+	kv.compaction_rate_bytes = (uint64_t)s->compaction_rate_bytes;
+	opt.kv = s->memtable_bytes > 0 ? &kv : NULL;
 	opt.data_dir = s->data_dir;
 	opt.threaded = 1;
 	opt.replicated = s->peers[0] != 0; /* readers wait for the high watermark */

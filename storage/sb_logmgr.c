@@ -16,12 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 struct sb_topic {
 	struct sb_logmgr *mgr;
 	char *name;
 	struct sb_topic_config cfg;
 	struct sb_log **logs;
+	struct sb_kvstore **kvs; /* NULL without key stores */
 	int refs; /* atomic */
 	int deleted;
 	char *deleted_dir; /* where its files went when deleted */
@@ -36,6 +38,8 @@ struct sb_logmgr {
 	char creating_dir[SB_PATH_MAX / 4], deleting_dir[SB_PATH_MAX / 4];
 	struct sb_topic_config defaults;
 	int replicated;
+	int has_kv;
+	struct sb_kvstore_config kv;
 	pthread_rwlock_t lock;      /* guards topics[] */
 	pthread_mutex_t admin_lock; /* serialises create and delete */
 	struct sb_topic **topics;   /* sorted by name */
@@ -47,6 +51,11 @@ struct sb_logmgr {
 	struct sb_topic *reap_head;
 	int reap_stop, reaper_running;
 	pthread_t reaper;
+	/* Key-store worker (sb_kvstore_step on every partition). */
+	pthread_mutex_t kv_lock;
+	pthread_cond_t kv_cond;
+	int kv_stop, kv_running;
+	pthread_t kv_worker;
 };
 
 /* ---- topics ---- */
@@ -54,6 +63,8 @@ struct sb_logmgr {
 static void topic_destroy(struct sb_topic *t)
 {
 	struct sb_logmgr *mgr = t->mgr;
+	for (int32_t p = 0; t->kvs && p < t->cfg.partitions; p++)
+		sb_kvstore_close(t->kvs[p]); /* before its log: it reads the log */
 	for (int32_t p = 0; t->logs && p < t->cfg.partitions; p++)
 		sb_log_close(t->logs[p]);
 	if (t->deleted && t->deleted_dir) {
@@ -65,6 +76,7 @@ static void topic_destroy(struct sb_topic *t)
 			SB_INFO("topic_removed", "topic=%s", t->name);
 	}
 	free(t->logs);
+	free(t->kvs);
 	free(t->deleted_dir);
 	free(t->name);
 	free(t);
@@ -134,13 +146,29 @@ int sb_topic_log(struct sb_topic *t, int32_t partition, struct sb_log **out)
 	return 0;
 }
 
-/* Opens every partition log of a topic whose directory is dir. */
+int sb_topic_kv(struct sb_topic *t, int32_t partition, struct sb_kvstore **out)
+{
+	if (partition < 0 || partition >= t->cfg.partitions)
+		return SB_ENOPARTITION;
+	if (!t->kvs)
+		return SB_ENOTFOUND;
+	*out = t->kvs[partition];
+	return 0;
+}
+
+/* Opens every partition log of a topic whose directory is dir, and its key
+ * store. */
 static int topic_open_logs(struct sb_logmgr *mgr, struct sb_topic *t, const char *dir)
 {
 	char pdir[SB_PATH_MAX], lname[SB_TOPIC_NAME_MAX + 16];
 	t->logs = calloc((size_t)t->cfg.partitions, sizeof *t->logs);
 	if (!t->logs)
 		return -ENOMEM;
+	if (mgr->has_kv && !(t->kvs = calloc((size_t)t->cfg.partitions, sizeof *t->kvs))) {
+		free(t->logs);
+		t->logs = NULL;
+		return -ENOMEM;
+	}
 	for (int32_t p = 0; p < t->cfg.partitions; p++) {
 		int rc = sb_path_fmt(pdir, sizeof pdir, "%s/%d", dir, p);
 		if (!rc)
@@ -151,11 +179,18 @@ static int topic_open_logs(struct sb_logmgr *mgr, struct sb_topic *t, const char
 		lc.hw_capped = mgr->replicated;
 		if (!rc)
 			rc = sb_log_open(mgr->vfs, mgr->loop, pdir, lname, &lc, &t->logs[p]);
+		if (!rc && t->kvs && (rc = sb_kvstore_open(mgr->vfs, t->logs[p], pdir, lname, &mgr->kv, &t->kvs[p])))
+			sb_log_close(t->logs[p]);
 		if (rc) {
-			for (int32_t q = 0; q < p; q++)
+			for (int32_t q = 0; q < p; q++) {
+				if (t->kvs)
+					sb_kvstore_close(t->kvs[q]);
 				sb_log_close(t->logs[q]);
+			}
 			free(t->logs);
+			free(t->kvs);
 			t->logs = NULL;
+			t->kvs = NULL;
 			return rc;
 		}
 	}
@@ -299,6 +334,50 @@ static int open_dirs(struct sb_logmgr *mgr, const char *data_dir)
 	return rc;
 }
 
+/* The key-store worker: steps every partition's store, at once again while
+ * there is work, else every SB_KV_WORKER_IDLE_MS. */
+#define SB_KV_WORKER_IDLE_MS 50
+
+static void *kv_worker_main(void *arg)
+{
+	struct sb_logmgr *mgr = arg;
+	struct sb_topic **ts = NULL;
+	uint32_t cap = 0;
+	for (;;) {
+		uint32_t n = 0;
+		int busy = 0;
+		pthread_rwlock_rdlock(&mgr->lock);
+		if (mgr->ntopics > cap) {
+			struct sb_topic **g = realloc(ts, mgr->ntopics * sizeof *g);
+			if (g) {
+				ts = g;
+				cap = mgr->ntopics;
+			}
+		}
+		for (uint32_t i = 0; i < mgr->ntopics && i < cap; i++) {
+			ts[n] = mgr->topics[i];
+			__atomic_fetch_add(&ts[n++]->refs, 1, __ATOMIC_RELAXED);
+		}
+		pthread_rwlock_unlock(&mgr->lock);
+		for (uint32_t i = 0; i < n; i++) {
+			for (int32_t p = 0; ts[i]->kvs && p < ts[i]->cfg.partitions; p++)
+				busy |= sb_kvstore_step(ts[i]->kvs[p], sb_wall_ms()) > 0;
+			sb_topic_release(ts[i]);
+		}
+		pthread_mutex_lock(&mgr->kv_lock);
+		if (!busy && !mgr->kv_stop) {
+			struct timespec until = sb_deadline_in_ms(SB_KV_WORKER_IDLE_MS);
+			pthread_cond_timedwait(&mgr->kv_cond, &mgr->kv_lock, &until);
+		}
+		int stop = mgr->kv_stop;
+		pthread_mutex_unlock(&mgr->kv_lock);
+		if (stop)
+			break;
+	}
+	free(ts);
+	return NULL;
+}
+
 int sb_logmgr_open(const struct sb_logmgr_options *opt, struct sb_logmgr **out)
 {
 	struct sb_logmgr *mgr = NULL;
@@ -315,6 +394,12 @@ int sb_logmgr_open(const struct sb_logmgr_options *opt, struct sb_logmgr **out)
 	mgr->vfs = opt->vfs ? opt->vfs : sb_vfs_posix();
 	mgr->defaults = opt->defaults;
 	mgr->replicated = opt->replicated;
+	if (opt->kv) {
+		mgr->has_kv = 1;
+		mgr->kv = *opt->kv;
+	}
+	pthread_mutex_init(&mgr->kv_lock, NULL);
+	pthread_cond_init(&mgr->kv_cond, NULL);
 	pthread_rwlock_init(&mgr->lock, NULL);
 	pthread_mutex_init(&mgr->admin_lock, NULL);
 	pthread_mutex_init(&mgr->reap_lock, NULL);
@@ -338,6 +423,10 @@ int sb_logmgr_open(const struct sb_logmgr_options *opt, struct sb_logmgr **out)
 	rc = open_dirs(mgr, opt->data_dir);
 	if (!rc)
 		rc = mgr->vfs->ops->list_dir(mgr->vfs, mgr->topics_dir, load_entry, mgr);
+	if (!rc && opt->threaded && mgr->has_kv) {
+		rc = -pthread_create(&mgr->kv_worker, NULL, kv_worker_main, mgr);
+		mgr->kv_running = rc == 0;
+	}
 	if (rc)
 		goto fail;
 	SB_INFO("storage_opened", "data_dir=\"%s\" topics=%u io=%s", opt->data_dir, mgr->ntopics,
@@ -350,20 +439,27 @@ fail:
 	return rc;
 }
 
+/* Sets *stop under lock, wakes the thread waiting on cond and joins it. */
+static void stop_thread(pthread_mutex_t *lock, pthread_cond_t *cond, int *stop, pthread_t th)
+{
+	pthread_mutex_lock(lock);
+	*stop = 1;
+	pthread_cond_signal(cond);
+	pthread_mutex_unlock(lock);
+	pthread_join(th, NULL);
+}
+
 void sb_logmgr_close(struct sb_logmgr *mgr)
 {
 	if (!mgr)
 		return;
+	if (mgr->kv_running)
+		stop_thread(&mgr->kv_lock, &mgr->kv_cond, &mgr->kv_stop, mgr->kv_worker);
 	for (uint32_t i = 0; i < mgr->ntopics; i++)
 		sb_topic_release(mgr->topics[i]);
 	mgr->ntopics = 0;
-	if (mgr->reaper_running) {
-		pthread_mutex_lock(&mgr->reap_lock);
-		mgr->reap_stop = 1;
-		pthread_cond_signal(&mgr->reap_cond);
-		pthread_mutex_unlock(&mgr->reap_lock);
-		pthread_join(mgr->reaper, NULL);
-	}
+	if (mgr->reaper_running)
+		stop_thread(&mgr->reap_lock, &mgr->reap_cond, &mgr->reap_stop, mgr->reaper);
 	if (mgr->loop)
 		sb_ioloop_free(mgr->loop);
 	free(mgr->topics);
@@ -371,6 +467,8 @@ void sb_logmgr_close(struct sb_logmgr *mgr)
 	pthread_mutex_destroy(&mgr->admin_lock);
 	pthread_mutex_destroy(&mgr->reap_lock);
 	pthread_cond_destroy(&mgr->reap_cond);
+	pthread_mutex_destroy(&mgr->kv_lock);
+	pthread_cond_destroy(&mgr->kv_cond);
 	free(mgr);
 }
 

@@ -4,6 +4,7 @@
  * Layout of the data directory:
  *   <data>/topics/<topic>/topic.conf        the topic's settings (key=value)
  *   <data>/topics/<topic>/<partition>/      one partition log (sb_log.h)
+ *   <data>/topics/<topic>/<partition>/kv/   its key store (sb_kvstore.h)
  *   <data>/deleting/                         topics being removed
  * A topic is created under a temporary name and renamed into place, and
  * topic.conf is written with the durable-write recipe, so a crash never
@@ -20,6 +21,7 @@
 
 #include "sb_aio.h"
 #include "sb_error.h"
+#include "sb_kvstore.h"
 #include "sb_log.h"
 
 struct sb_vfs;
@@ -61,6 +63,9 @@ struct sb_logmgr_options {
 	enum sb_aio_kind io_kind;
 	int threaded;                /* run the I/O loop on its own thread (0: tests drive it) */
 	int replicated;              /* logs open with their readable end capped (sb_log_config.hw_capped) */
+	/* Key stores beside every partition log (NULL: none). With threaded, a
+	 * worker thread applies, flushes and merges them in the background. */
+	const struct sb_kvstore_config *kv;
 	struct sb_topic_config defaults;
 };
 
@@ -119,5 +124,8 @@ int32_t sb_topic_partitions(const struct sb_topic *t);
 /* The partition's log, valid while the topic reference is held.
  * 0 or SB_ENOPARTITION. */
 int sb_topic_log(struct sb_topic *t, int32_t partition, struct sb_log **out) SB_MUST_CHECK;
+/* The partition's key store, valid while the topic reference is held.
+ * 0, SB_ENOPARTITION, or SB_ENOTFOUND (the manager keeps no key stores). */
+int sb_topic_kv(struct sb_topic *t, int32_t partition, struct sb_kvstore **out) SB_MUST_CHECK;
 
 #endif
