@@ -142,6 +142,7 @@ void sb_batch_builder_reset(struct sb_batch_builder *b)
 {
 	b->len = SB_BATCH_HEADER_BYTES;
 	b->count = 0;
+	b->keyed = 0;
 	b->first_ts = 0;
 	b->max_ts = 0;
 }
@@ -245,6 +246,7 @@ int sb_batch_builder_add(struct sb_batch_builder *b, const struct sb_record_in *
 		b->max_ts = r->timestamp_ms;
 	b->first_ts = first_ts;
 	b->count++;
+	b->keyed += r->key && r->key_len > 0;
 	return 0;
 }
 
@@ -257,7 +259,7 @@ int sb_batch_builder_finish(struct sb_batch_builder *b, const void **out, size_t
 	sb_store32(p + SB_BATCH_OFF_LENGTH, (uint32_t)(b->len - SB_BATCH_PREFIX_BYTES));
 	sb_store32(p + SB_BATCH_OFF_EPOCH, 0);
 	p[SB_BATCH_OFF_MAGIC] = SB_BATCH_MAGIC;
-	sb_store16(p + SB_BATCH_OFF_ATTRIBUTES, 0);
+	sb_store16(p + SB_BATCH_OFF_ATTRIBUTES, b->keyed ? 0 : SB_BATCH_ATTR_NO_KEYS);
 	sb_store32(p + SB_BATCH_OFF_LAST_DELTA, b->count - 1);
 	sb_store64(p + SB_BATCH_OFF_FIRST_TS, (uint64_t)b->first_ts);
 	sb_store64(p + SB_BATCH_OFF_MAX_TS, (uint64_t)b->max_ts);

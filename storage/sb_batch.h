@@ -56,6 +56,10 @@
 #define SB_BATCH_OFF_COUNT 57u
 
 #define SB_RECORD_ATTR_TOMBSTONE 0x01u
+/* Batch attribute bit 3: no record of the batch has a key (set by the
+ * builder), so the key store skips the batch without reading its records.
+ * Absent (older batches), a batch may hold keys. */
+#define SB_BATCH_ATTR_NO_KEYS 0x0008u
 
 struct sb_batch_header {
 	int64_t base_offset;
@@ -132,6 +136,7 @@ struct sb_batch_builder {
 	uint8_t *buf;
 	size_t len, cap, max_bytes;
 	uint32_t count;
+	uint32_t keyed; /* records with a key */
 	int64_t first_ts, max_ts;
 };
 

@@ -64,7 +64,8 @@ struct sb_kvstore {
 	struct sb_memtable *active; /* the current version's active memtable */
 	int64_t applied;            /* next log offset to apply (read unlocked: atomic) */
 	int64_t mt_first;           /* first offset the active memtable covers */
-	uint64_t read_since_flush;  /* log bytes applied since the last freeze */
+	uint64_t read_total;        /* log bytes read by applies */
+	uint64_t log_bytes_at_freeze; /* the log's size at the last freeze (replay bound) */
 	uint32_t log_rewinds;       /* sb_log_info.rewinds when last applied */
 
 	pthread_mutex_t flush_lock; /* one flush or merge install at a time */
@@ -361,8 +362,10 @@ static int freeze(struct sb_kvstore *kv, int64_t end)
 	mt_unref(fresh);
 	if (!v)
 		return -ENOMEM;
+	struct sb_log_info li;
+	sb_log_info(kv->log, &li);
 	kv->mt_first = end;
-	kv->read_since_flush = 0;
+	kv->log_bytes_at_freeze = li.size_bytes;
 	return 0;
 }
 
@@ -412,6 +415,10 @@ static int apply_batches(struct sb_kvstore *kv, const uint8_t *data, size_t len)
 		int rc = sb_batch_parse_header(data + at, len - at, &h);
 		if (rc)
 			return rc;
+		if (h.attributes & SB_BATCH_ATTR_NO_KEYS) {
+			at += sb_batch_total_bytes(&h);
+			continue;
+		}
 		sb_record_iter_init(&it, data + at, &h);
 		while ((rc = sb_record_iter_next(&it, &r)) == 1)
 			if ((rc = apply_record(kv, &r)) != 0)
@@ -433,7 +440,9 @@ static int apply_log(struct sb_kvstore *kv)
 		return 0;
 	}
 	int64_t target = li.high_watermark;
-	while (kv->applied < target) {
+	/* Batches from keyed_end on hold no key: read up to it, then skip. */
+	int64_t stop = li.keyed_end < target ? li.keyed_end : target;
+	while (kv->applied < stop) {
 		struct sb_log_read rd;
 		int rc = sb_log_read(kv->log, kv->applied, READ_BYTES, &rd);
 		if (rc == SB_ERANGE_LOW) { /* retention went past us: those records are gone */
@@ -452,9 +461,11 @@ static int apply_log(struct sb_kvstore *kv)
 		free(rd.buf);
 		if (rc)
 			return rc;
-		kv->read_since_flush += rd.len;
+		kv->read_total += rd.len;
 		__atomic_store_n(&kv->applied, rd.next_offset, __ATOMIC_RELEASE);
 	}
+	if (kv->applied < target && kv->applied >= stop)
+		__atomic_store_n(&kv->applied, target, __ATOMIC_RELEASE);
 	return 0;
 }
 
@@ -628,7 +639,7 @@ static int rebuild(struct sb_kvstore *kv)
 	kv->log_rewinds = li.rewinds;
 	__atomic_store_n(&kv->applied, li.log_start, __ATOMIC_RELEASE);
 	kv->mt_first = li.log_start;
-	kv->read_since_flush = 0;
+	kv->log_bytes_at_freeze = li.size_bytes;
 	__atomic_store_n(&kv->need_rebuild, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&kv->apply_lock);
 	SB_WARN("kv_rebuild", "kv=%s from=%" PRId64 " error=\"%s\"", kv->name, li.log_start, sb_strerror(rc));
@@ -649,12 +660,21 @@ int sb_kvstore_step(struct sb_kvstore *kv, int64_t now_ms)
 		busy = 1;
 	}
 	pthread_mutex_lock(&kv->apply_lock);
-	int64_t before = kv->applied;
+	uint64_t read_before = kv->read_total;
+	struct sb_log_info li;
 	rc = apply_log(kv);
+	/* Much read: more may be waiting (a small catch-up waits for the next
+	 * round: lookups apply what they need themselves). */
+	busy |= kv->read_total >= read_before + 4 * READ_BYTES;
+	/* The replay after a crash reads the log from the newest table on:
+	 * bound it by the bytes the log grew since the last freeze (read or
+	 * skipped as keyless; retention may shrink the log meanwhile). */
+	sb_log_info(kv->log, &li);
+	if (li.size_bytes < kv->log_bytes_at_freeze)
+		kv->log_bytes_at_freeze = li.size_bytes;
 	if (!rc && (sb_memtable_bytes(kv->active) >= kv->cfg.memtable_bytes ||
-		    kv->read_since_flush >= kv->cfg.replay_bytes_max))
+		    li.size_bytes - kv->log_bytes_at_freeze >= kv->cfg.replay_bytes_max))
 		rc = freeze(kv, kv->applied);
-	busy |= kv->applied != before;
 	pthread_mutex_unlock(&kv->apply_lock);
 	if (rc)
 		return rc;
@@ -813,6 +833,7 @@ int sb_kvstore_open(struct sb_vfs *vfs, struct sb_log *log, const char *log_dir,
 	start = start < li.log_start ? li.log_start : start;
 	__atomic_store_n(&kv->applied, start, __ATOMIC_RELEASE);
 	kv->mt_first = start;
+	kv->log_bytes_at_freeze = 0; /* the first step moves the replay start up if the log is large */
 	int64_t from = kv->applied;
 	pthread_mutex_lock(&kv->apply_lock);
 	rc = apply_log(kv);

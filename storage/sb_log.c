@@ -262,6 +262,7 @@ int sb_log_open(struct sb_vfs *vfs, struct sb_ioloop *loop, const char *dir, con
 	struct sb_segment *act = sb_log__active(log);
 	log->log_start = log->segs[0]->base_offset;
 	log->next_offset = log->stable_end = log->written_end = log->synced_end = act->next_offset;
+	log->keyed_end = log->next_offset; /* unknown: whatever was recovered may hold keys */
 	log->hw_cap = cfg->hw_capped ? INT64_MIN : INT64_MAX;
 	log->visible_end = cfg->hw_capped ? log->log_start : log->stable_end;
 	log->stable_pos = log->written_pos = log->plan_pos = act->size;
@@ -717,6 +718,7 @@ void sb_log_info(struct sb_log *log, struct sb_log_info *info)
 	info->failed = log->failed;
 	info->full = log->full;
 	info->rewinds = log->rewinds;
+	info->keyed_end = log->keyed_end;
 	info->inflight_bytes = log->inflight_bytes;
 	int64_t now = sb_mono_ms(), oldest = now;
 	if (log->sync_inflight && log->sync_started_ns / 1000000 < oldest)
@@ -892,6 +894,7 @@ int sb_log_truncate(struct sb_log *log, int64_t offset)
 			SB_INFO("log_truncated", "log=%s from=%" PRId64 " to=%" PRId64 " bytes_cut=%" PRIu64, log->name,
 				old_end, offset, old_bytes - log->total_bytes);
 			log->next_offset = log->stable_end = log->written_end = log->synced_end = offset;
+			log->keyed_end = offset;
 			log->sync_target = offset;
 			log->stable_pos = log->written_pos = log->plan_pos = log->sync_target_pos = act->size;
 			log->last_epoch = act->last_epoch;
@@ -1148,6 +1151,7 @@ int sb_log_install_segment(struct sb_log *log, int64_t base)
 	log->total_bytes += seg->size;
 	log->last_epoch = seg->last_epoch;
 	log->next_offset = log->stable_end = log->written_end = log->synced_end = log->sync_target = next->base_offset;
+	log->keyed_end = log->next_offset; /* an installed segment may hold keys */
 	log->stable_pos = log->written_pos = log->plan_pos = log->sync_target_pos = 0;
 	int moved = sb_log__raise_visible(log);
 	pthread_mutex_unlock(&log->lock);

@@ -284,6 +284,8 @@ struct sb_log_info {
 	int failed;             /* sticky failure error, 0 if healthy */
 	int full;               /* failed is a full disk: retried (see above) */
 	uint32_t rewinds;       /* times the readable end moved back (unclean promotion: sb_log_truncate) */
+	int64_t keyed_end;      /* every batch at or past this offset has SB_BATCH_ATTR_NO_KEYS
+				 * (conservative: the end after open, truncation or installs) */
 	uint64_t inflight_bytes;
 	/* Age of the oldest write or fdatasync in flight (0: none). A disk that
 	 * stops answering (frozen, a dying device) shows here first. */

@@ -119,6 +119,7 @@ struct sb_log {
 	 * replicates; replication lowers it to the high watermark. */
 	int64_t hw_cap, visible_end;
 	uint32_t rewinds;     /* times visible_end moved back (sb_log_truncate below it) */
+	int64_t keyed_end;    /* no batch at or past it holds a key (sb_log_info) */
 	uint64_t stable_pos;  /* readable bytes of the active segment */
 	int32_t last_epoch;
 

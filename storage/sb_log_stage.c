@@ -32,9 +32,10 @@
 
 /* Walks the caller's batches: each must parse, and with verify pass its CRC;
  * together they must cover exactly data[0..len). */
-static int check_batches(const uint8_t *data, size_t len, int verify)
+static int check_batches(const uint8_t *data, size_t len, int verify, int *keyed)
 {
 	size_t at = 0;
+	*keyed = 0;
 	if (len == 0)
 		return SB_EBADBATCH;
 	while (at < len) {
@@ -45,6 +46,7 @@ static int check_batches(const uint8_t *data, size_t len, int verify)
 			return rc;
 		if (rc || sb_batch_total_bytes(&h) > len - at)
 			return SB_EBADBATCH;
+		*keyed |= !(h.attributes & SB_BATCH_ATTR_NO_KEYS);
 		at += (size_t)sb_batch_total_bytes(&h);
 	}
 	return len > SB_BATCH_BYTES_MAX ? SB_ETOOBIG : 0;
@@ -196,8 +198,8 @@ static int check_replica(const struct sb_log *log, const uint8_t *data, size_t l
 static int append(struct sb_log *log, const void *data, size_t len, int32_t leader_epoch,
 		  int verify, int replica, sb_append_cb cb, void *arg)
 {
-	int kick = 0;
-	int rc = check_batches(data, len, verify);
+	int kick = 0, keyed;
+	int rc = check_batches(data, len, verify, &keyed);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&log->lock);
@@ -218,6 +220,8 @@ static int append(struct sb_log *log, const void *data, size_t len, int32_t lead
 	if (!rc) {
 		log->inflight_bytes += len;
 		log->last_epoch = leader_epoch;
+		if (keyed)
+			log->keyed_end = log->next_offset;
 		log->appends_since_trim++;
 		/* A write in flight, or a pump already due, will take these bytes. */
 		kick = !log->writes_inflight && !log->pump_pending;

@@ -536,6 +536,8 @@ static void retry_full(struct sb_log *log, int64_t now_ms)
 	}
 	log->total_bytes -= old_size - act->size;
 	log->next_offset = log->written_end = log->sync_target = log->stable_end;
+	if (log->keyed_end > log->next_offset)
+		log->keyed_end = log->next_offset;
 	if (log->synced_end > log->stable_end)
 		log->synced_end = log->stable_end;
 	log->written_pos = log->plan_pos = log->sync_target_pos = log->stable_pos;

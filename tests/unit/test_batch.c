@@ -91,15 +91,18 @@ static void check_round_trip(const struct sb_record_in *recs, size_t n)
 	size_t len;
 	uint8_t *buf = build(recs, n, &len);
 	int64_t max_ts = recs[0].timestamp_ms;
+	int keyed = 0;
 	for (size_t i = 1; i < n; i++)
 		max_ts = recs[i].timestamp_ms > max_ts ? recs[i].timestamp_ms : max_ts;
+	for (size_t i = 0; i < n; i++)
+		keyed |= recs[i].key && recs[i].key_len > 0;
 
 	assert_int_equal(sb_batch_validate(buf, len, &h), 0);
 	assert_int_equal(sb_batch_total_bytes(&h), len);
 	assert_int_equal(h.base_offset, 0);
 	assert_int_equal(h.leader_epoch, 0);
 	assert_int_equal(h.magic, SB_BATCH_MAGIC);
-	assert_int_equal(h.attributes, 0);
+	assert_int_equal(h.attributes, keyed ? 0 : SB_BATCH_ATTR_NO_KEYS); /* the key store skips keyless batches */
 	assert_int_equal(h.record_count, n);
 	assert_int_equal(h.last_offset_delta, n - 1);
 	assert_int_equal(h.first_timestamp_ms, recs[0].timestamp_ms);

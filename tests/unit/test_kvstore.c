@@ -346,6 +346,51 @@ static void test_worker_thread_beside_lookups(void **state)
 	fx_fini(&f);
 }
 
+/* A topic without keys costs the key store nothing to follow (the batches
+ * carry SB_BATCH_ATTR_NO_KEYS and the log's keyed_end says where keys stop),
+ * yet it still records how far it got, so a restart does not replay the
+ * whole log. */
+static void test_keyless_batches_are_skipped_but_bound_the_replay(void **state)
+{
+	struct fx f;
+	struct sb_kvstore_stats st;
+	struct sb_log_info li;
+	(void)state;
+	fx_init(&f, 15);
+	append_batch(&f, 10); /* some keys first */
+	for (int i = 0; i < 400; i++) {
+		struct sb_batch_builder b;
+		struct sb_record_in r = {0};
+		uint8_t val[1000];
+		const void *out;
+		size_t len;
+		int done = f.acked;
+		memset(val, 'x', sizeof val);
+		r.value = val;
+		r.value_len = sizeof val;
+		assert_int_equal(sb_batch_builder_init(&b, SB_BATCH_BYTES_MAX), 0);
+		for (int k = 0; k < 10; k++) {
+			r.timestamp_ms = TS0 + f.m.next + k;
+			assert_int_equal(sb_batch_builder_add(&b, &r), 0);
+		}
+		assert_int_equal(sb_batch_builder_finish(&b, &out, &len), 0);
+		assert_true(((const uint8_t *)out)[21] & SB_BATCH_ATTR_NO_KEYS);
+		assert_int_equal(sb_log_append(f.log, out, len, 0, on_ack, &f), 0);
+		sb_batch_builder_fini(&b);
+		while (f.acked == done)
+			assert_true(sb_ioloop_run_once(f.loop, 10) >= 0);
+		f.m.next += 10;
+	}
+	sb_log_info(f.log, &li);
+	assert_true(li.keyed_end <= 10);
+	steps(&f);
+	sb_kvstore_stats(f.kv, &st);
+	assert_int_equal(st.applied_end, f.m.next);
+	assert_true(st.flushes >= 1); /* 4 MB of log since the last freeze > 2 MiB */
+	check_all(&f);
+	fx_fini(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +398,7 @@ int main(void)
 		cmocka_unit_test(test_replay_after_power_loss),
 		cmocka_unit_test(test_damaged_tables_are_rebuilt_from_the_log),
 		cmocka_unit_test(test_worker_thread_beside_lookups),
+		cmocka_unit_test(test_keyless_batches_are_skipped_but_bound_the_replay),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
