@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct sbc_conn; /* client.h */
 
@@ -17,6 +18,8 @@ struct sbc_conn; /* client.h */
 #define SBC_M_PRODUCE "/streambus.v1.StreamBus/Produce"
 #define SBC_M_CONSUME "/streambus.v1.StreamBus/Consume"
 #define SBC_M_LOOKUP "/streambus.v1.StreamBus/Lookup"
+#define SBC_M_COMMIT_OFFSETS "/streambus.v1.StreamBus/CommitOffsets"
+#define SBC_M_FETCH_OFFSETS "/streambus.v1.StreamBus/FetchOffsets"
 #define SBC_M_CREATE_TOPIC "/streambus.v1.Admin/CreateTopic"
 #define SBC_M_DELETE_TOPIC "/streambus.v1.Admin/DeleteTopic"
 #define SBC_M_LIST_TOPICS "/streambus.v1.Admin/ListTopics"
@@ -73,6 +76,15 @@ int cmd_produce(struct cli_globals *g, int argc, char **argv);
 int cmd_consume(struct cli_globals *g, int argc, char **argv);
 int cmd_health(struct cli_globals *g, int argc, char **argv);
 int cmd_lookup(struct cli_globals *g, int argc, char **argv);
+int cmd_group(struct cli_globals *g, int argc, char **argv);
+
+/* Monotonic milliseconds. */
+static inline int64_t cli_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 int cmd_bench(struct cli_globals *g, int argc, char **argv);
 int cmd_cluster(struct cli_globals *g, int argc, char **argv);
 

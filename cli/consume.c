@@ -18,7 +18,7 @@
 
 static const char consume_usage[] =
     "usage: streambus consume -t TOPIC [-p PARTITION] [-o earliest|latest|N|-N|@TIMESTAMP_MS]\n"
-    "                         [-e] [-c COUNT] [--json] [-K SEP]\n"
+    "                         [-e] [-c COUNT] [--json] [-K SEP] [-g GROUP]\n"
     "\n"
     "Writes records to stdout, one per line: the value, or with -K the key, SEP and value.\n"
     "  -t, --topic TOPIC      topic to read\n"
@@ -35,6 +35,9 @@ static const char consume_usage[] =
     "                         values that are not UTF-8 text without control characters are\n"
     "                         base64 under \"key_b64\"/\"value_b64\"/\"NAME_b64\"; no key is null\n"
     "  -K, --key-delimiter SEP  print keys, separated from the value by SEP (escapes: \\t \\xHH)\n"
+    "  -g, --group GROUP      consumer group: start where it committed (partitions it never\n"
+    "                         committed start at -o), and commit the position every second\n"
+    "                         and at the end (to the leader: use its address with --server)\n"
     "\n"
     "Without -e or -c it follows the tail until Ctrl-C (exit 0). If the server shuts down\n"
     "(UNAVAILABLE) the error names the offset to resume from with -o.\n";
@@ -45,6 +48,7 @@ struct part_stream {
 	struct sbc_call call;
 	int32_t partition;
 	int64_t next_offset; /* after the last record printed; -1 before any */
+	int64_t committed;   /* what the group last committed for it (-1: nothing) */
 	int cancelled;
 };
 
@@ -59,6 +63,9 @@ struct consumer {
 	int json;
 	char sep[16];
 	int sep_len;
+	const char *group; /* NULL: none */
+	int64_t last_commit_ms;
+	int commit_errors;
 
 	struct sbc_conn conn;
 	struct part_stream *streams;
@@ -162,11 +169,61 @@ static void on_status(struct consumer *c, struct part_stream *s)
 	stop_all(c);
 }
 
+/* Commits the group's position in every partition that moved since the
+ * last commit. Errors are reported (the first few) but do not stop the
+ * consumer: the next commit carries the newer positions. */
+static void commit_positions(struct consumer *c)
+{
+	Streambus__V1__CommitOffsetsRequest q = STREAMBUS__V1__COMMIT_OFFSETS_REQUEST__INIT;
+	Streambus__V1__PartitionOffset *po = calloc((size_t)c->n_streams, sizeof *po);
+	Streambus__V1__PartitionOffset **pp = calloc((size_t)c->n_streams, sizeof *pp);
+	ProtobufCMessage *m = NULL;
+	struct sbc_status st;
+	char what[320];
+	c->last_commit_ms = cli_now_ms();
+	if (!po || !pp)
+		goto out;
+	for (int32_t i = 0; i < c->n_streams; i++) {
+		struct part_stream *s = &c->streams[i];
+		if (s->next_offset < 0 || s->next_offset == s->committed)
+			continue;
+		streambus__v1__partition_offset__init(&po[q.n_offsets]);
+		po[q.n_offsets].partition = s->partition;
+		po[q.n_offsets].offset = s->next_offset;
+		pp[q.n_offsets] = &po[q.n_offsets];
+		q.n_offsets++;
+	}
+	if (!q.n_offsets)
+		goto out;
+	q.group = (char *)c->group;
+	q.topic = (char *)c->topic;
+	q.offsets = pp;
+	if (sbc_unary(&c->conn, SBC_M_COMMIT_OFFSETS, &q.base, &streambus__v1__commit_offsets_response__descriptor,
+	              &m, &st)) {
+		if (c->commit_errors++ < 3) {
+			snprintf(what, sizeof what, "commit of group \"%.100s\" on \"%.100s\"", c->group, c->topic);
+			fflush(stdout);
+			(void)sbc_report(what, &st);
+		}
+		goto out;
+	}
+	protobuf_c_message_free_unpacked(m, NULL);
+	for (size_t k = 0; k < q.n_offsets; k++)
+		for (int32_t i = 0; i < c->n_streams; i++)
+			if (c->streams[i].partition == po[k].partition)
+				c->streams[i].committed = po[k].offset;
+out:
+	free(po);
+	free(pp);
+}
+
 static void consume_loop(struct consumer *c)
 {
 	struct sbc_event ev;
 	for (;;) {
 		int busy = 0;
+		if (c->group && cli_now_ms() - c->last_commit_ms >= 1000)
+			commit_positions(c);
 		for (int32_t i = 0; i < c->n_streams; i++)
 			busy |= !sbc_call_idle(&c->streams[i].call);
 		if (!busy)
@@ -214,6 +271,7 @@ static int start_stream(struct consumer *c, struct part_stream *s,
 	q.topic = (char *)c->topic;
 	q.partition = s->partition;
 	q.start = c->start;
+	q.group = (char *)(c->group ? c->group : "");
 	if (c->start == STREAMBUS__V1__START_POSITION__START_OFFSET) {
 		q.start_offset = c->start_value;
 		if (c->relative && pi) {
@@ -230,6 +288,7 @@ static int start_stream(struct consumer *c, struct part_stream *s,
 		q.max_records =
 		    (uint32_t)c->count; /* do not make the server read more than is printed */
 	s->next_offset = -1;
+	s->committed = -1;
 	s->call.user = s;
 	if (sbc_call_start(&c->conn, &s->call, SBC_M_CONSUME, &q.base, 1, &st) != 0) {
 		snprintf(what, sizeof what, "consume \"%.256s\" partition %d", c->topic,
@@ -285,7 +344,10 @@ static int run(struct consumer *c)
 		c->n_streams = started;
 		stop_all(c);
 	}
+	c->last_commit_ms = cli_now_ms();
 	consume_loop(c);
+	if (c->group)
+		commit_positions(c); /* where this run ended */
 	for (int32_t i = 0; i < c->n_streams; i++)
 		sbc_call_fini(&c->streams[i].call);
 	if (!rc)
@@ -351,6 +413,9 @@ static int parse_opt(struct consumer *c, int opt, const char *arg)
 		if (c->sep_len < 0)
 			return cli_usage_error("consume", "invalid key delimiter \"%s\"", arg);
 		return 0;
+	case 'g':
+		c->group = arg;
+		return 0;
 	default:
 		return -1;
 	}
@@ -367,6 +432,7 @@ int cmd_consume(struct cli_globals *g, int argc, char **argv)
 	    {"count", required_argument, 0, 'c'},
 	    {"json", no_argument, 0, OPT_JSON},
 	    {"key-delimiter", required_argument, 0, 'K'},
+	    {"group", required_argument, 0, 'g'},
 	    {0, 0, 0, 0},
 	};
 	struct consumer c;
@@ -374,7 +440,7 @@ int cmd_consume(struct cli_globals *g, int argc, char **argv)
 	memset(&c, 0, sizeof c);
 	c.partition = -1;
 	c.start = STREAMBUS__V1__START_POSITION__START_EARLIEST;
-	while (!rc && (opt = getopt_long(argc, argv, "ht:p:o:ec:K:", opts, NULL)) != -1) {
+	while (!rc && (opt = getopt_long(argc, argv, "ht:p:o:ec:K:g:", opts, NULL)) != -1) {
 		if (opt == 'h') {
 			fputs(consume_usage, stdout);
 			return 0;

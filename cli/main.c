@@ -22,6 +22,7 @@ static const char usage_text[] =
     "  produce -t TOPIC                    one record per line of stdin\n"
     "  consume -t TOPIC                    records to stdout (follows the tail unless -e or -c)\n"
     "  lookup -t TOPIC KEY...              the newest record of each key\n"
+    "  group describe|commit -g GROUP      a consumer group's committed offsets and lag\n"
     "  cluster info                        the cluster's nodes, their roles, the leader epoch\n"
     "  cluster promote NODE_ID             make a node the leader (--unclean if out of sync)\n"
     "  health                              the server's serving status\n"
@@ -238,7 +239,7 @@ static const struct {
 	int (*fn)(struct cli_globals *g, int argc, char **argv);
 } commands[] = {
     {"topic", cmd_topic},   {"produce", cmd_produce}, {"consume", cmd_consume},
-    {"health", cmd_health}, {"lookup", cmd_lookup}, {"bench", cmd_bench},     {"cluster", cmd_cluster},
+    {"health", cmd_health}, {"lookup", cmd_lookup}, {"group", cmd_group}, {"bench", cmd_bench},     {"cluster", cmd_cluster},
 };
 
 int main(int argc, char **argv)

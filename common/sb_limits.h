@@ -23,6 +23,12 @@
 #define SB_BATCH_RECORDS_MAX 1000000u
 /* Headers on one record. */
 #define SB_RECORD_HEADERS_MAX 1024u
+/* Consumer groups: the name, the metadata of one commit, and the partitions
+ * of the internal offsets topic (fixed once it exists). */
+#define SB_GROUP_NAME_MAX 255u
+#define SB_OFFSET_METADATA_MAX 4096u
+#define SB_OFFSETS_TOPIC "__consumer_offsets"
+#define SB_OFFSETS_TOPIC_PARTITIONS 4
 /* Keys in one LookupRequest. */
 #define SB_LOOKUP_KEYS_MAX 1000u
 

@@ -52,6 +52,8 @@ enum sb_method {
 	SB_M_REPL_ANNOUNCE,
 	SB_M_PROMOTE,
 	SB_M_LOOKUP,
+	SB_M_COMMIT_OFFSETS,
+	SB_M_FETCH_OFFSETS,
 	SB_M_COUNT
 };
 
@@ -96,6 +98,33 @@ struct sb_svc {
  * the partition back). Logs each transition and tells Health.Watch streams.
  * streambusd calls it every second. */
 void sb_svc_check_storage(struct sb_svc *svc);
+
+/* The answer of a unary call (sb_svc_unary.c). A handler that cannot answer
+ * at once (it waits for an append's acknowledgement) sets deferred, keeps
+ * call and who, and answers later, from any thread, with
+ * sb_svc__unary_reply (which owns bb and ends the call). */
+struct sb_unary_reply {
+	grpc_byte_buffer *bb;
+	grpc_status_code code;
+	char msg[512];
+	int deferred;
+	grpc_call *call;
+	struct sb_caller *who;
+};
+void sb_svc__unary_reply(struct sb_svc *svc, grpc_call *call, struct sb_caller *who, struct sb_unary_reply *r);
+
+/* Consumer groups (sb_svc_groups.c): offsets kept in the internal topic
+ * SB_OFFSETS_TOPIC, one keyed record per (group, topic, partition). */
+struct Streambus__V1__CommitOffsetsRequest;
+struct Streambus__V1__FetchOffsetsRequest;
+void sb_svc__commit_offsets(struct sb_svc *svc, const struct Streambus__V1__CommitOffsetsRequest *q,
+			    struct sb_unary_reply *r);
+void sb_svc__fetch_offsets(struct sb_svc *svc, const struct Streambus__V1__FetchOffsetsRequest *q,
+			   struct sb_unary_reply *r);
+/* The group's committed offset of topic/partition in *offset: 0, or
+ * SB_ENOTFOUND (no commit), or an error. */
+int sb_svc__committed_offset(struct sb_svc *svc, const char *group, const char *topic, int32_t partition,
+			     int64_t *offset) SB_MUST_CHECK;
 
 /* Counts a request answered with code (no-op for OK). */
 static inline void sb_svc__count_status(struct sb_svc *svc, grpc_status_code code)

@@ -269,7 +269,19 @@ static int resolve(struct sb_consume *c, const Streambus__V1__ConsumeRequest *q,
 		   size_t cap)
 {
 	struct sb_log_info li;
+	int64_t committed;
 	sb_log_info(c->log, &li);
+	/* A group without an explicit start offset resumes where it committed
+	 * (clamped to what the log still holds); without a commit, the start
+	 * position applies. */
+	if (q->group && q->group[0] &&
+	    (q->start == STREAMBUS__V1__START_POSITION__START_EARLIEST ||
+	     q->start == STREAMBUS__V1__START_POSITION__START_LATEST) &&
+	    sb_svc__committed_offset(c->svc, q->group, q->topic, q->partition, &committed) == 0) {
+		c->next = committed < li.log_start ? li.log_start
+			  : committed > li.high_watermark ? li.high_watermark : committed;
+		goto stop;
+	}
 	switch (q->start) {
 	case STREAMBUS__V1__START_POSITION__START_EARLIEST: c->next = li.log_start; break;
 	case STREAMBUS__V1__START_POSITION__START_LATEST: c->next = li.high_watermark; break;
@@ -301,6 +313,7 @@ static int resolve(struct sb_consume *c, const Streambus__V1__ConsumeRequest *q,
 		snprintf(msg, cap, "unknown start position %d", (int)q->start);
 		return -1;
 	}
+stop:
 	switch (q->stop) {
 	case STREAMBUS__V1__STOP_POSITION__STOP_NEVER: c->stop = INT64_MAX; break;
 	case STREAMBUS__V1__STOP_POSITION__STOP_AT_END: c->stop = li.high_watermark; break;

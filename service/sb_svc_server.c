@@ -43,6 +43,8 @@ static const struct {
 	[SB_M_REPL_ANNOUNCE] = {"/streambus.v1.Replication/Announce", 1},
 	[SB_M_PROMOTE] = {"/streambus.v1.Admin/Promote", 1},
 	[SB_M_LOOKUP] = {"/streambus.v1.StreamBus/Lookup", 1},
+	[SB_M_COMMIT_OFFSETS] = {"/streambus.v1.StreamBus/CommitOffsets", 1},
+	[SB_M_FETCH_OFFSETS] = {"/streambus.v1.StreamBus/FetchOffsets", 1},
 };
 
 /* An outstanding request for a new call of one method (or any, if m < 0). */
@@ -126,7 +128,7 @@ static void serve_follow(struct sb_svc *svc, grpc_call *call)
 /* Writes go to the leader only. */
 static int leader_only(int m)
 {
-	return m == SB_M_PRODUCE || m == SB_M_CREATE_TOPIC || m == SB_M_DELETE_TOPIC;
+	return m == SB_M_PRODUCE || m == SB_M_CREATE_TOPIC || m == SB_M_DELETE_TOPIC || m == SB_M_COMMIT_OFFSETS;
 }
 
 /* Health (probes) and reflection (the schema) answer everyone. */

@@ -31,11 +31,7 @@ struct unary {
 	int refs, cancelled;
 };
 
-struct reply {
-	grpc_byte_buffer *bb;
-	grpc_status_code code;
-	char msg[512];
-};
+#define reply sb_unary_reply
 
 static void unary_unref(struct unary *u)
 {
@@ -617,6 +613,8 @@ static const ProtobufCMessageDescriptor *request_type(enum sb_method m)
 	switch (m) {
 	case SB_M_FETCH: return &streambus__v1__fetch_request__descriptor;
 	case SB_M_LOOKUP: return &streambus__v1__lookup_request__descriptor;
+	case SB_M_COMMIT_OFFSETS: return &streambus__v1__commit_offsets_request__descriptor;
+	case SB_M_FETCH_OFFSETS: return &streambus__v1__fetch_offsets_request__descriptor;
 	case SB_M_CREATE_TOPIC: return &streambus__v1__create_topic_request__descriptor;
 	case SB_M_DELETE_TOPIC: return &streambus__v1__delete_topic_request__descriptor;
 	case SB_M_LIST_TOPICS: return &streambus__v1__list_topics_request__descriptor;
@@ -635,6 +633,8 @@ static void handle(struct sb_svc *svc, enum sb_method m, const ProtobufCMessage 
 	switch (m) {
 	case SB_M_FETCH: do_fetch(svc, (const void *)q, r, who); break;
 	case SB_M_LOOKUP: do_lookup(svc, (const void *)q, r, who); break;
+	case SB_M_COMMIT_OFFSETS: sb_svc__commit_offsets(svc, (const void *)q, r); break;
+	case SB_M_FETCH_OFFSETS: sb_svc__fetch_offsets(svc, (const void *)q, r); break;
 	case SB_M_CREATE_TOPIC: do_create(svc, (const void *)q, r); break;
 	case SB_M_DELETE_TOPIC: do_delete(svc, (const void *)q, r); break;
 	case SB_M_LIST_TOPICS: do_list(svc, r, who); break;
@@ -650,8 +650,7 @@ static void handle(struct sb_svc *svc, enum sb_method m, const ProtobufCMessage 
 void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_byte_buffer *payload,
 		   struct sb_caller *who)
 {
-	struct reply r = {.bb = NULL, .code = GRPC_STATUS_OK};
-	struct unary *u = NULL;
+	struct reply r = {.bb = NULL, .code = GRPC_STATUS_OK, .call = call, .who = who};
 	ProtobufCMessage *q = NULL;
 	int rc = m == SB_M_HEALTH_CHECK ? 0 : sb_svc__call_begin(svc);
 
@@ -677,13 +676,19 @@ void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_b
 		snprintf(r.msg, sizeof r.msg, "malformed request message");
 	} else {
 		handle(svc, m, q, &r, who);
-		sb_svc__count_status(svc, r.code);
 		protobuf_c_message_free_unpacked(q, NULL);
 	}
-	u = calloc(1, sizeof *u);
+	if (!r.deferred)
+		sb_svc__unary_reply(svc, call, who, &r);
+}
+
+void sb_svc__unary_reply(struct sb_svc *svc, grpc_call *call, struct sb_caller *who, struct sb_unary_reply *r)
+{
+	sb_svc__count_status(svc, r->code);
+	struct unary *u = calloc(1, sizeof *u);
 	if (!u) {
-		if (r.bb)
-			grpc_byte_buffer_destroy(r.bb);
+		if (r->bb)
+			grpc_byte_buffer_destroy(r->bb);
 		grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
 		grpc_call_unref(call);
 		sb_svc__caller_end(svc, who);
@@ -696,8 +701,8 @@ void sb_svc__unary(struct sb_svc *svc, enum sb_method m, grpc_call *call, grpc_b
 	u->call = call;
 	u->svc = svc;
 	u->refs = 3; /* sent, closed, and this function */
-	u->bb = r.bb;
-	if (sb_rpc_reply(call, &u->sent, r.code == GRPC_STATUS_OK ? r.bb : NULL, r.code, r.msg) != 0)
+	u->bb = r->bb;
+	if (sb_rpc_reply(call, &u->sent, r->code == GRPC_STATUS_OK ? r->bb : NULL, r->code, r->msg) != 0)
 		u->refs--;
 	if (sb_rpc_recv_close(call, &u->closed, &u->cancelled) != 0)
 		u->refs--;

@@ -5,6 +5,7 @@ Debian's grpcio, and stops it by pid.
 Environment (set by CTest): STREAMBUSD (server binary), STREAMBUS_CLI (CLI
 binary), SB_PY (generated Python stubs), SB_TEST_TMP (scratch space).
 """
+import contextlib
 import os
 import re
 import shutil
@@ -141,6 +142,34 @@ def produce(server, topic, records, partition=0, acks=pb.ACKS_LEADER, per_reques
             yield pb.ProduceRequest(request_id=i // per_request, topic=topic, partition=partition,
                                     records=records[i:i + per_request], acks=acks)
     return list(server.sb.Produce(gen()))
+
+
+@contextlib.contextmanager
+def server(name, args=(), data_dir=None):
+    """A started streambusd (stopped, and its log checked, on exit). Its scratch directory is
+    removed if the block succeeded and data_dir was not given (kept, with the log, on failure)."""
+    s = Server(name=name, args=list(args), data_dir=data_dir)
+    with s:
+        yield s
+    if data_dir is None:
+        cleanup(os.path.dirname(s.data_dir))
+
+
+def create_topic(s, name, partitions=1):
+    s.admin.CreateTopic(pb.CreateTopicRequest(name=name, partitions=partitions))
+
+
+def expect_code(code, fn, *args, contains=None, **kw):
+    """Calls fn, which must fail with status code (and details containing `contains`);
+    returns the RpcError."""
+    try:
+        fn(*args, **kw)
+    except grpc.RpcError as e:
+        assert e.code() == code, "expected %s, got %s: %s" % (code, e.code(), e.details())
+        if contains:
+            assert contains in (e.details() or ""), "%r not in %r" % (contains, e.details())
+        return e
+    raise AssertionError("expected %s, but the call succeeded" % code)
 
 
 def run_tests(tests):

@@ -15,14 +15,13 @@ Each test starts its own server (a few tens of ms) so a failure in one cannot
 leak into the next; Server.__exit__ fails the test on a non-zero exit status
 or a sanitizer report in the server's log.
 """
-import contextlib
 import os
 import queue
 import threading
 import time
 
 import sbtest
-from sbtest import Server, pb, produce, run_tests
+from sbtest import expect_code, pb, produce, run_tests, server
 
 import grpc
 import health_pb2
@@ -34,32 +33,10 @@ CODE_NUM = {c: c.value[0] for c in SC}
 
 # ---------------------------------------------------------------- helpers
 
-@contextlib.contextmanager
-def server(name, args=()):
-    """A fresh streambusd; its scratch directory is removed if the test passes
-    (kept, with the server's log, when it fails)."""
-    s = Server(name=name, args=list(args))
-    with s:
-        yield s
-    sbtest.cleanup(os.path.dirname(s.data_dir))
-
-
 def create(server, name, partitions=1, **config):
     """Creates a topic; config keys are TopicConfig fields."""
     server.admin.CreateTopic(pb.CreateTopicRequest(
         name=name, partitions=partitions, config=pb.TopicConfig(**config) if config else None))
-
-
-def expect_code(code, fn, *args, contains=None, **kw):
-    """Calls fn, which must fail with status code; returns the RpcError."""
-    try:
-        fn(*args, **kw)
-    except grpc.RpcError as e:
-        assert e.code() == code, "expected %s, got %s: %s" % (code, e.code(), e.details())
-        if contains:
-            assert contains in (e.details() or ""), "%r not in %r" % (contains, e.details())
-        return e
-    raise AssertionError("expected %s, but the call succeeded" % code)
 
 
 def produce_pipelined(stub, requests, window=32, timeout=120, stats=None):

@@ -11,14 +11,13 @@ permissions-free errors (unknown topic, bad keys), and `streambus lookup`.
 Run by CTest (it_test_lookup) with STREAMBUSD, STREAMBUS_CLI, SB_PY and
 SB_TEST_TMP set.
 """
-import contextlib
 import json
 import os
 import random
 import subprocess
 
 import sbtest
-from sbtest import Server, pb, produce, run_tests
+from sbtest import Server, create_topic as create, expect_code, pb, produce, run_tests, server
 
 import grpc
 
@@ -26,30 +25,8 @@ SC = grpc.StatusCode
 CLI = os.environ.get("STREAMBUS_CLI", "")
 
 
-@contextlib.contextmanager
-def server(name, args=(), data_dir=None):
-    s = Server(name=name, args=list(args), data_dir=data_dir)
-    with s:
-        yield s
-    if data_dir is None:
-        sbtest.cleanup(os.path.dirname(s.data_dir))
-
-
-def create(s, name, partitions=1):
-    s.admin.CreateTopic(pb.CreateTopicRequest(name=name, partitions=partitions))
-
-
 def lookup(s, topic, keys, partition=-1):
     return list(s.sb.Lookup(pb.LookupRequest(topic=topic, keys=keys, partition=partition)).results)
-
-
-def expect_code(code, fn, *args, **kw):
-    try:
-        fn(*args, **kw)
-    except grpc.RpcError as e:
-        assert e.code() == code, "expected %s, got %s: %s" % (code, e.code(), e.details())
-        return e
-    raise AssertionError("expected %s, the call succeeded" % code)
 
 
 def test_lookup_sees_what_was_acknowledged():
