@@ -71,6 +71,7 @@ static const struct setting table[] = {
 	{"memtable-bytes", INT, S(memtable_bytes), "16777216", 0, SB_MEMTABLE_BYTES_MAX / 2, NULL, "key store: a partition's memtable is flushed to an SSTable past this (0 = no key store, no Lookup; else >= 1 MiB)"},
 	{"kv-replay-bytes", INT, S(kv_replay_bytes), "67108864", 1048576, INT64_MAX, NULL, "key store: flush after this much log was read, bounding the replay after a crash"},
 	{"delete-retention-ms", INT, S(delete_retention_ms), "86400000", 0, INT64_MAX, NULL, "key store and compaction: tombstones are kept this long"},
+	{"cleaner-interval-ms", INT, S(cleaner_interval_ms), "15000", 0, 86400000, NULL, "log cleaner round on compacted topics: sealed segments lose the records a newer one of their key shadows (0 = off)"},
 	{"compaction-rate-bytes", INT, S(compaction_rate_bytes), "67108864", 0, INT64_MAX, NULL, "key store merges read+write at most this many bytes per second (0 = unlimited)"},
 	{"disk-stall-ms", INT, S(disk_stall_ms), "5000", 0, 3600000, NULL, "readiness is NOT_SERVING while a write or fdatasync has been in flight this long (0 = never)"},
 	{"metrics-listen", STR, S(metrics_listen), "", 0, 0, NULL, "serve Prometheus metrics on http://HOST:PORT/metrics (empty: off)"},

@@ -62,6 +62,7 @@ struct sb_settings {
 	int64_t kv_replay_bytes;
 	int64_t delete_retention_ms;
 	int64_t compaction_rate_bytes;
+	int64_t cleaner_interval_ms;
 	int64_t disk_stall_ms;      /* readiness: a write/fdatasync older than this is a stalled disk */
 	char metrics_listen[256];   /* "" = no metrics endpoint */
 	int help, version;

@@ -343,6 +343,11 @@ static void process(struct sb_produce *p, struct pend *q, const struct sb_wire_p
 	}
 	sb_batch_builder_reset(&p->builder);
 	err = sb_wire_produce_records(r, &p->builder, sb_wall_ms(), SB_RECORD_HEADERS_MAX);
+	if (!err && sb_topic_compacted(topic_ref) && p->builder.keyed != p->builder.count) {
+		answer_now(p, q, GRPC_STATUS_INVALID_ARGUMENT,
+			   "topic is compacted (cleanup_policy compact): every record needs a key; nothing was written");
+		goto release;
+	}
 	if (!err)
 		err = sb_batch_builder_finish(&p->builder, &batch, &len);
 	if (err) {

@@ -34,6 +34,7 @@ static int open_storage(const struct sb_settings *s, struct sb_logmgr **mgr)
 	kv.replay_bytes_max = (uint64_t)s->kv_replay_bytes;
 	kv.delete_retention_ms = s->delete_retention_ms;
 	kv.compaction_rate_bytes = (uint64_t)s->compaction_rate_bytes;
+	kv.cleaner_interval_ms = s->cleaner_interval_ms;
 	opt.kv = s->memtable_bytes > 0 ? &kv : NULL;
 	opt.data_dir = s->data_dir;
 	opt.threaded = 1;

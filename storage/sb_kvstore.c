@@ -82,6 +82,7 @@ void sb_kvstore_config_default(struct sb_kvstore_config *cfg)
 	cfg->replay_bytes_max = 256u << 20;
 	cfg->delete_retention_ms = 24ll * 3600 * 1000;
 	cfg->compaction_rate_bytes = 64u << 20;
+	cfg->cleaner_interval_ms = 15000;
 }
 
 /* ---- references ---- */
@@ -720,11 +721,40 @@ void sb_kv_result_free(struct sb_kv_result *r)
 	memset(r, 0, sizeof *r);
 }
 
+/* The newest version of key in what the store holds now (no apply): r
+ * filled as sb_kvstore_get does, plus the tombstone's offset and time in
+ * tomb_offset and tomb_ts when the newest version is one (else -1). */
+static int search(struct sb_kvstore *kv, const uint8_t *key, uint32_t key_len, struct sb_kv_result *r,
+		  int64_t *tomb_offset, int64_t *tomb_ts)
+{
+	struct sb_kv_entry e;
+	struct sb_sst_buf buf = SB_SST_BUF_INIT;
+	struct version *v = current(kv);
+	int rc = sb_memtable_get(v->active->mt, key, key_len, &e);
+	if (rc == SB_ENOTFOUND && v->frozen)
+		rc = sb_memtable_get(v->frozen->mt, key, key_len, &e);
+	for (uint32_t i = 0; rc == SB_ENOTFOUND && i < v->n; i++)
+		rc = sb_sst_get(v->tables[i]->t, key, key_len, &e, &buf);
+	*tomb_offset = *tomb_ts = -1;
+	if (rc == 0 && (e.flags & SB_KV_TOMBSTONE)) {
+		*tomb_offset = e.offset;
+		*tomb_ts = e.timestamp_ms;
+	}
+	if (rc == 0)
+		rc = copy_out(&e, r);
+	else if (rc == SB_ENOTFOUND)
+		rc = 0;
+	if (rc == SB_ECORRUPT && !__atomic_exchange_n(&kv->need_rebuild, 1, __ATOMIC_RELAXED))
+		SB_ERROR("kv_table_corrupt", "kv=%s action=rebuild", kv->name);
+	sb_sst_buf_free(&buf);
+	version_unref(v);
+	return rc;
+}
+
 int sb_kvstore_get(struct sb_kvstore *kv, const uint8_t *key, uint32_t key_len, struct sb_kv_result *r)
 {
 	struct sb_log_info li;
-	struct sb_kv_entry e;
-	struct sb_sst_buf buf = SB_SST_BUF_INIT;
+	int64_t tomb, ts;
 	int rc = 0;
 	memset(r, 0, sizeof *r);
 	if (!key || key_len == 0 || key_len > SB_KV_KEY_MAX)
@@ -737,21 +767,26 @@ int sb_kvstore_get(struct sb_kvstore *kv, const uint8_t *key, uint32_t key_len, 
 		if (rc)
 			return rc;
 	}
-	struct version *v = current(kv);
-	rc = sb_memtable_get(v->active->mt, key, key_len, &e);
-	if (rc == SB_ENOTFOUND && v->frozen)
-		rc = sb_memtable_get(v->frozen->mt, key, key_len, &e);
-	for (uint32_t i = 0; rc == SB_ENOTFOUND && i < v->n; i++)
-		rc = sb_sst_get(v->tables[i]->t, key, key_len, &e, &buf);
-	if (rc == 0)
-		rc = copy_out(&e, r);
-	else if (rc == SB_ENOTFOUND)
-		rc = 0;
-	if (rc == SB_ECORRUPT && !__atomic_exchange_n(&kv->need_rebuild, 1, __ATOMIC_RELAXED))
-		SB_ERROR("kv_table_corrupt", "kv=%s action=rebuild", kv->name);
-	sb_sst_buf_free(&buf);
-	version_unref(v);
-	return rc;
+	return search(kv, key, key_len, r, &tomb, &ts);
+}
+
+int sb_kvstore_keep(struct sb_kvstore *kv, const struct sb_record_view *rec, int64_t now_ms)
+{
+	struct sb_kv_result r;
+	int64_t tomb, ts;
+	if (rec->key_len <= 0 || (uint32_t)rec->key_len > SB_KV_KEY_MAX)
+		return 1; /* not indexed: nothing says it is shadowed */
+	if (search(kv, rec->key, (uint32_t)rec->key_len, &r, &tomb, &ts) != 0)
+		return 1; /* in doubt, keep */
+	int keep = 1;
+	if (r.found && r.offset > rec->offset)
+		keep = 0; /* a newer version of the key */
+	else if (tomb > rec->offset)
+		keep = 0; /* deleted since */
+	else if (tomb == rec->offset && ts < now_ms - kv->cfg.delete_retention_ms)
+		keep = 0; /* the key's tombstone itself, past delete_retention_ms */
+	sb_kv_result_free(&r);
+	return keep;
 }
 
 void sb_kvstore_stats(struct sb_kvstore *kv, struct sb_kvstore_stats *out)

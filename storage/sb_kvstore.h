@@ -64,6 +64,7 @@ struct sb_kvstore_config {
 	uint64_t replay_bytes_max;     /* log bytes read between flushes at most (bounds restart replay) */
 	int64_t delete_retention_ms;   /* tombstones older than this go in a bottom-most merge */
 	uint64_t compaction_rate_bytes; /* merge I/O bytes per second; 0 = unlimited */
+	int64_t cleaner_interval_ms;   /* the log cleaner's round on compacted topics (sb_logmgr); 0 = off */
 };
 
 void sb_kvstore_config_default(struct sb_kvstore_config *cfg);
@@ -102,6 +103,14 @@ void sb_kv_result_free(struct sb_kv_result *r);
  * SB_KV_KEY_MAX), SB_ECORRUPT (a damaged table: the store rebuilds; retry),
  * -errno, -ENOMEM. */
 int sb_kvstore_get(struct sb_kvstore *kv, const uint8_t *key, uint32_t key_len, struct sb_kv_result *r) SB_MUST_CHECK;
+
+/* The log cleaner's question about a record of this partition (compacted
+ * topics): 0 to drop it, because the store holds a newer version of its
+ * key, or because it is the key's tombstone and older than
+ * delete_retention_ms; else 1 (also for keys the store does not know and
+ * records it has not applied yet: in doubt, keep). No apply. */
+struct sb_record_view;
+int sb_kvstore_keep(struct sb_kvstore *kv, const struct sb_record_view *rec, int64_t now_ms);
 
 struct sb_kvstore_stats {
 	int64_t applied_end;     /* log offset up to which records are indexed */

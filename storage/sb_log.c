@@ -76,8 +76,10 @@ static int collect_entry(void *arg, const char *name, int is_dir)
 	size_t nlen = strlen(name);
 	if (is_dir)
 		return 0;
-	if (nlen > 4 && strcmp(name + nlen - 4, ".tmp") == 0) {
-		/* An interrupted durable write (index or side file): never trusted. */
+	if ((nlen > 4 && strcmp(name + nlen - 4, ".tmp") == 0) ||
+	    (nlen > 9 && strcmp(name + nlen - 9, ".cleaning") == 0)) {
+		/* An interrupted durable write (index or side file) or log
+		 * cleaning: never trusted. */
 		char path[SB_PATH_MAX];
 		snprintf(path, sizeof path, "%s/%s", bl->log->dir, name);
 		int rc = bl->log->vfs->ops->unlink(bl->log->vfs, path);

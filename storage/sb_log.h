@@ -205,7 +205,7 @@ int sb_log_verify_sealed(struct sb_log *log, int64_t *bad_base) SB_MUST_CHECK;
 void sb_log_replica_path(struct sb_log *log, int64_t base, char *dir, char *file);
 /* Adopts the staged segment file for base. The log must end exactly at base
  * with nothing in flight. The file is checked where it lies, batch by batch
- * (CRC, offsets contiguous from base, epochs not below the log's), before
+ * (CRC, offsets increasing from base, epochs not below the log's), before
  * anything changes: a bad file is removed and SB_ECORRUPT returned. Then the
  * active segment is sealed (if not empty), the file moves in durably as a
  * sealed segment, and a new active segment starts at its end. Not on the
@@ -303,6 +303,28 @@ extern struct sb_histo sb_log_fsync_histo;
  * the number of segments deleted or -errno. The I/O loop runs this on its
  * ticks; exposed for tests and tools. */
 int sb_log_apply_retention(struct sb_log *log, int64_t now_ms) SB_MUST_CHECK;
+
+/* ---- the log cleaner (compacted topics; sb_log_clean.c) ---- */
+
+struct sb_record_view;
+/* 1 to keep the record, 0 to drop it. Called on the cleaner's thread. */
+typedef int (*sb_keep_fn)(void *arg, const struct sb_record_view *r);
+struct sb_clean_stats {
+	uint64_t bytes_before, bytes_after, records_dropped;
+};
+/* Rewrites the sealed segment whose base offset is base (it must lie
+ * entirely below the readable end) keeping the records keep() keeps, at
+ * their offsets, and always the segment's last record (so it still ends
+ * where the next segment begins); the new file replaces the old atomically
+ * and readers holding the old segment finish on its bytes. Nothing happens
+ * when keep() keeps everything. Not on the I/O loop thread. 0,
+ * SB_ENOTFOUND (no such sealed segment, or retention took it meanwhile),
+ * SB_EFAILED, -errno (after the swap began: the log fails). */
+int sb_log_rewrite_sealed(struct sb_log *log, int64_t base, sb_keep_fn keep, void *arg,
+			  struct sb_clean_stats *st) SB_MUST_CHECK;
+/* Base offsets of the sealed segments entirely below the readable end,
+ * oldest first, at most cap. */
+int sb_log_sealed_bases(struct sb_log *log, int64_t *bases, uint32_t cap, uint32_t *n);
 
 /* Seals the active segment now (if non-empty) and starts a new one, once
  * every queued write has completed. Waits for it. 0 or -errno/SB_EFAILED. */

@@ -177,6 +177,8 @@ static int topic_open_logs(struct sb_logmgr *mgr, struct sb_topic *t, const char
 			rc = sb_vfs_mkdir_durable(mgr->vfs, pdir);
 		struct sb_log_config lc = t->cfg.log;
 		lc.hw_capped = mgr->replicated;
+		if (!strcmp(t->cfg.cleanup_policy, "compact"))
+			lc.retention_ms = lc.retention_bytes = -1; /* compaction alone: nothing expires */
 		if (!rc)
 			rc = sb_log_open(mgr->vfs, mgr->loop, pdir, lname, &lc, &t->logs[p]);
 		if (!rc && t->kvs && (rc = sb_kvstore_open(mgr->vfs, t->logs[p], pdir, lname, &mgr->kv, &t->kvs[p])))
@@ -335,17 +337,66 @@ static int open_dirs(struct sb_logmgr *mgr, const char *data_dir)
 }
 
 /* The key-store worker: steps every partition's store, at once again while
- * there is work, else every SB_KV_WORKER_IDLE_MS. */
+ * there is work, else every SB_KV_WORKER_IDLE_MS; every
+ * cleaner_interval_ms it also runs the log cleaner over compacted topics. */
 #define SB_KV_WORKER_IDLE_MS 50
+#define SB_CLEAN_SEGMENTS_MAX 4096
+
+int sb_topic_compacted(const struct sb_topic *t)
+{
+	return strstr(t->cfg.cleanup_policy, "compact") != NULL;
+}
+
+struct keep_ctx {
+	struct sb_kvstore *kv;
+	int64_t now_ms;
+};
+
+static int keep_record(void *arg, const struct sb_record_view *r)
+{
+	struct keep_ctx *k = arg;
+	return sb_kvstore_keep(k->kv, r, k->now_ms);
+}
+
+/* One cleaner round over partition p of t: every sealed segment below the
+ * readable end is rewritten without the records its key store shadows. */
+static void clean_partition(struct sb_logmgr *mgr, struct sb_topic *t, int32_t p)
+{
+	int64_t *bases = malloc(SB_CLEAN_SEGMENTS_MAX * sizeof *bases);
+	uint32_t n = 0;
+	struct keep_ctx k = {t->kvs[p], sb_wall_ms()};
+	(void)mgr;
+	if (!bases)
+		return;
+	/* The store first takes in everything readable, so that it knows the
+	 * newest version of every key in these segments. */
+	int rc = sb_kvstore_step(t->kvs[p], k.now_ms);
+	if (rc >= 0)
+		rc = sb_log_sealed_bases(t->logs[p], bases, SB_CLEAN_SEGMENTS_MAX, &n);
+	for (uint32_t i = 0; rc >= 0 && i < n; i++) {
+		struct sb_clean_stats st;
+		rc = sb_log_rewrite_sealed(t->logs[p], bases[i], keep_record, &k, &st);
+		if (rc == SB_ENOTFOUND)
+			rc = 0;
+	}
+	if (rc < 0)
+		SB_LOG_RATELIMITED(SB_LEVEL_WARN, 10000, "clean_failed", "topic=%s partition=%d error=\"%s\"", t->name, p,
+				   sb_strerror(rc));
+	free(bases);
+}
 
 static void *kv_worker_main(void *arg)
 {
 	struct sb_logmgr *mgr = arg;
 	struct sb_topic **ts = NULL;
 	uint32_t cap = 0;
+	int64_t last_clean = sb_mono_ms();
 	for (;;) {
 		uint32_t n = 0;
 		int busy = 0;
+		int clean = mgr->kv.cleaner_interval_ms > 0 && sb_mono_ms() - last_clean >= mgr->kv.cleaner_interval_ms;
+		if (clean)
+			last_clean = sb_mono_ms();
 		pthread_rwlock_rdlock(&mgr->lock);
 		if (mgr->ntopics > cap) {
 			struct sb_topic **g = realloc(ts, mgr->ntopics * sizeof *g);
@@ -360,8 +411,11 @@ static void *kv_worker_main(void *arg)
 		}
 		pthread_rwlock_unlock(&mgr->lock);
 		for (uint32_t i = 0; i < n; i++) {
-			for (int32_t p = 0; ts[i]->kvs && p < ts[i]->cfg.partitions; p++)
+			for (int32_t p = 0; ts[i]->kvs && p < ts[i]->cfg.partitions; p++) {
 				busy |= sb_kvstore_step(ts[i]->kvs[p], sb_wall_ms()) > 0;
+				if (clean && sb_topic_compacted(ts[i]) && !ts[i]->deleted)
+					clean_partition(mgr, ts[i], p);
+			}
 			sb_topic_release(ts[i]);
 		}
 		pthread_mutex_lock(&mgr->kv_lock);

@@ -120,6 +120,9 @@ void sb_logmgr_health(struct sb_logmgr *mgr, struct sb_storage_health *out);
 void sb_topic_count(struct sb_topic *t, int produced, int64_t records, int64_t bytes);
 void sb_topic_stats(const struct sb_topic *t, struct sb_topic_stats *out);
 const struct sb_topic_config *sb_topic_config(const struct sb_topic *t);
+/* 1 if the topic's cleanup_policy includes "compact": records need keys,
+ * and the log cleaner keeps the newest record of each key. */
+int sb_topic_compacted(const struct sb_topic *t);
 int32_t sb_topic_partitions(const struct sb_topic *t);
 /* The partition's log, valid while the topic reference is held.
  * 0 or SB_ENOPARTITION. */

@@ -174,7 +174,7 @@ static int scan_file(struct sb_segment *seg, int32_t min_epoch, int64_t stop_at,
 					 SB_RECOVERY_CHUNK_BYTES);
 		if (!rc)
 			rc = sb_batch_verify(w.buf + at, w.have - at, &h);
-		if (!rc && (h.base_offset != expected || h.leader_epoch < epoch))
+		if (!rc && (h.base_offset < expected || h.leader_epoch < epoch))
 			rc = SB_ECORRUPT;
 		if (rc == -ENOMEM || (rc < 0 && rc > -4096 && rc != -ENODATA))
 			goto out; /* an I/O error, not bad data */
@@ -244,7 +244,7 @@ static int finish_from_index(struct sb_segment *seg, uint64_t file_bytes)
 			rc = window_fill(seg, &w, &at, NULL, (size_t)sb_batch_total_bytes(&h), file_bytes, 1u << 16);
 		if (!rc)
 			rc = sb_batch_verify(w.buf + at, w.have - at, &h);
-		if (!rc && h.base_offset != expected)
+		if (!rc && h.base_offset < expected)
 			rc = SB_ECORRUPT;
 		if (rc)
 			break;

@@ -66,8 +66,9 @@ struct sb_scan_result {
 };
 
 /* Opens the existing file (read-write if writable) and scans it from the
- * start: each batch must parse, fit, pass its CRC, start at the expected
- * offset (the segment base, then contiguous), and carry an epoch >= the
+ * start: each batch must parse, fit, pass its CRC, start at or after the
+ * expected offset (the segment base, then the previous batch's end: equal
+ * except in a segment the log cleaner rewrote), and carry an epoch >= the
  * previous one (and >= min_epoch). Rebuilds seg->idx along the way and sets
  * size/next_offset/last_epoch to the valid prefix. An invalid batch stops
  * the scan (it is not an error of this function): res says where and why.
