@@ -71,6 +71,7 @@ struct prow {
 	const char *topic; /* points into trow */
 	int32_t partition;
 	struct sb_log_info li;
+	struct sb_kvstore_stats kv; /* zero without a key store */
 	int isr, nlag;
 	struct sb_repl_lag lag[SB_REPL_NODES_MAX];
 };
@@ -133,6 +134,10 @@ static void gather(struct sb_svc *svc, struct state *s)
 			r->topic = s->t[i].name;
 			r->partition = p;
 			sb_log_info(log, &r->li);
+			struct sb_kvstore *kv;
+			memset(&r->kv, 0, sizeof r->kv);
+			if (sb_topic_kv(t, p, &kv) == 0)
+				sb_kvstore_stats(kv, &r->kv);
 			r->isr = sb_repl_insync(svc->repl, r->topic, p, NULL, 0);
 			r->nlag = sb_repl_lag(svc->repl, r->topic, p, r->li.stable_end, r->lag, SB_REPL_NODES_MAX);
 		}
@@ -267,6 +272,18 @@ char *sb_metrics_render(struct sb_svc *svc, size_t *len)
 		      r->li.high_watermark);
 	PER_PARTITION(&o, &s, "streambus_log_segments", "gauge", "Segment files.", r->li.segments);
 	PER_PARTITION(&o, &s, "streambus_log_bytes", "gauge", "Bytes in all segments.", r->li.size_bytes);
+	PER_PARTITION(&o, &s, "streambus_kv_memtable_bytes", "gauge",
+		      "Key store: arena bytes of the partition's memtables (active and frozen).", r->kv.memtable_bytes);
+	PER_PARTITION(&o, &s, "streambus_kv_tables", "gauge", "Key store: SSTables of the partition.", r->kv.tables);
+	PER_PARTITION(&o, &s, "streambus_kv_table_bytes", "gauge", "Key store: bytes of the partition's SSTables.",
+		      r->kv.table_bytes);
+	PER_PARTITION(&o, &s, "streambus_kv_lag_records", "gauge",
+		      "Key store: readable records not yet applied to it (lookups apply them first).",
+		      r->kv.applied_end && r->li.high_watermark > r->kv.applied_end ? r->li.high_watermark - r->kv.applied_end : 0);
+	PER_PARTITION(&o, &s, "streambus_kv_flushes_total", "counter", "Key store: memtables flushed to SSTables.",
+		      r->kv.flushes);
+	PER_PARTITION(&o, &s, "streambus_kv_compactions_total", "counter", "Key store: SSTable merges.",
+		      r->kv.compactions);
 	PER_PARTITION(&o, &s, "streambus_log_disk_full", "gauge",
 		      "1 while the log refuses appends for a full disk (retried every second).", r->li.full != 0);
 	PER_PARTITION(&o, &s, "streambus_log_failed", "gauge",
