@@ -969,6 +969,45 @@ def test_full_cluster_restart():
     problems.raise_if_any()
 
 
+def test_compacted_topics_lookups_and_groups_on_a_cluster():
+    """A compacted topic and consumer groups on 3 nodes: every node's cleaner keeps each key's
+    newest record, followers serve Consume, Lookup and FetchOffsets up to their high watermark,
+    commits are leader-only and land in the replicated __consumer_offsets."""
+    with cluster("repl-compacted", args=["--cleaner-interval-ms", "200", "--delete-retention-ms", "0"]) as c:
+        create(c.leader, "cc", cleanup_policy="compact", segment_bytes=16384, min_insync_replicas=2)
+        wait_topic_everywhere(c, "cc")
+        wait_for("ISR of 3", lambda: isr_all(c.leader, "cc") == [[0, 1, 2]])
+        model = {}
+        recs = []
+        for i in range(2500):
+            k = b"k%02d" % (i * 7 % 40)
+            v = b"%d-" % i + b"v" * (i % 50)
+            recs.append(pb.Record(key=k, value=v))
+            model[k] = v
+        r = sbtest.produce(c.leader, "cc", recs, acks=pb.ACKS_ALL, per_request=50)
+        assert all(x.error_code == 0 for x in r), r
+        c.leader.sb.CommitOffsets(pb.CommitOffsetsRequest(group="g", topic="cc", offsets=[
+            pb.PartitionOffset(partition=0, offset=1234, metadata="m")]), timeout=10)
+        expect_not_leader(c, lambda: c.nodes[1].sb.CommitOffsets(pb.CommitOffsetsRequest(
+            group="g", topic="cc", offsets=[pb.PartitionOffset(partition=0, offset=1)]), timeout=10),
+            "CommitOffsets on node 1")
+        wait_converged(c, "cc")
+        keys = sorted(model)
+        for n in c.nodes:
+            def cleaned():
+                return len(consume_all(n, "cc")) < len(recs) // 3
+            wait_for("node %s cleaned" % n.addr, cleaned, timeout=30)
+            got = consume_all(n, "cc")
+            offs = [x.offset for x in got]
+            assert offs == sorted(offs) and offs[-1] == len(recs) - 1
+            newest = {x.key: x.value for x in got}
+            assert all(newest[k] == model[k] for k in keys), n.addr
+            res = n.sb.Lookup(pb.LookupRequest(topic="cc", keys=keys, partition=0), timeout=10).results
+            assert all(x.found and x.record.value == model[x.key] for x in res), n.addr
+            wait_for("offsets on %s" % n.addr, lambda: [(o.partition, o.offset, o.metadata) for o in n.sb.FetchOffsets(
+                pb.FetchOffsetsRequest(group="g", topic="cc"), timeout=10).offsets] == [(0, 1234, "m")], timeout=20)
+
+
 if __name__ == "__main__":
     run_tests([
         test_replicates_byte_for_byte,
@@ -977,4 +1016,5 @@ if __name__ == "__main__":
         test_slow_follower_leaves_and_rejoins_isr,
         test_topic_create_delete_propagate,
         test_full_cluster_restart,
+        test_compacted_topics_lookups_and_groups_on_a_cluster,
     ])
