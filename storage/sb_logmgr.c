@@ -24,6 +24,8 @@ struct sb_topic {
 	struct sb_topic_config cfg;
 	struct sb_log **logs;
 	struct sb_kvstore **kvs; /* NULL without key stores */
+	uint64_t *cleaned_bytes; /* per partition: the log's size after its last cleaner round
+				  * (the kv worker's; UINT64_MAX before the first) */
 	int refs; /* atomic */
 	int deleted;
 	char *deleted_dir; /* where its files went when deleted */
@@ -77,6 +79,7 @@ static void topic_destroy(struct sb_topic *t)
 	}
 	free(t->logs);
 	free(t->kvs);
+	free(t->cleaned_bytes);
 	free(t->deleted_dir);
 	free(t->name);
 	free(t);
@@ -359,14 +362,24 @@ static int keep_record(void *arg, const struct sb_record_view *r)
 }
 
 /* One cleaner round over partition p of t: every sealed segment below the
- * readable end is rewritten without the records its key store shadows. */
+ * readable end is rewritten without the records its key store shadows. A
+ * round reads the whole log, so it runs only once the log grew by half of
+ * what the previous round left (the dirty ratio): the cleaner's reading is
+ * then proportional to what is appended. */
 static void clean_partition(struct sb_logmgr *mgr, struct sb_topic *t, int32_t p)
 {
-	int64_t *bases = malloc(SB_CLEAN_SEGMENTS_MAX * sizeof *bases);
+	int64_t *bases;
 	uint32_t n = 0;
 	struct keep_ctx k = {t->kvs[p], sb_wall_ms()};
+	struct sb_log_info li;
 	(void)mgr;
-	if (!bases)
+	if (!t->cleaned_bytes && !(t->cleaned_bytes = calloc((size_t)t->cfg.partitions, sizeof *t->cleaned_bytes)))
+		return;
+	sb_log_info(t->logs[p], &li);
+	uint64_t last = t->cleaned_bytes[p];
+	if (last && (li.size_bytes <= last || li.size_bytes - last < last / 2))
+		return; /* not dirty enough yet */
+	if (!(bases = malloc(SB_CLEAN_SEGMENTS_MAX * sizeof *bases)))
 		return;
 	/* The store first takes in everything readable, so that it knows the
 	 * newest version of every key in these segments. */
@@ -382,6 +395,8 @@ static void clean_partition(struct sb_logmgr *mgr, struct sb_topic *t, int32_t p
 	if (rc < 0)
 		SB_LOG_RATELIMITED(SB_LEVEL_WARN, 10000, "clean_failed", "topic=%s partition=%d error=\"%s\"", t->name, p,
 				   sb_strerror(rc));
+	sb_log_info(t->logs[p], &li);
+	t->cleaned_bytes[p] = li.size_bytes ? li.size_bytes : 1;
 	free(bases);
 }
 
