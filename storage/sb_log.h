@@ -322,9 +322,9 @@ struct sb_clean_stats {
  * SB_EFAILED, -errno (after the swap began: the log fails). */
 int sb_log_rewrite_sealed(struct sb_log *log, int64_t base, sb_keep_fn keep, void *arg,
 			  struct sb_clean_stats *st) SB_MUST_CHECK;
-/* Base offsets of the sealed segments entirely below the readable end,
- * oldest first, at most cap. */
-int sb_log_sealed_bases(struct sb_log *log, int64_t *bases, uint32_t cap, uint32_t *n);
+/* Base offsets (and, if sizes is not NULL, byte sizes) of the sealed
+ * segments entirely below the readable end, oldest first, at most cap. */
+int sb_log_sealed_bases(struct sb_log *log, int64_t *bases, uint64_t *sizes, uint32_t cap, uint32_t *n);
 
 /* Seals the active segment now (if non-empty) and starts a new one, once
  * every queued write has completed. Waits for it. 0 or -errno/SB_EFAILED. */

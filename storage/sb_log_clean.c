@@ -237,13 +237,16 @@ out:
 	return rc;
 }
 
-int sb_log_sealed_bases(struct sb_log *log, int64_t *bases, uint32_t cap, uint32_t *n)
+int sb_log_sealed_bases(struct sb_log *log, int64_t *bases, uint64_t *sizes, uint32_t cap, uint32_t *n)
 {
 	*n = 0;
 	pthread_mutex_lock(&log->lock);
 	for (uint32_t k = 0; k + 1 < log->nsegs && *n < cap; k++)
-		if (log->segs[k]->sealed && log->segs[k]->next_offset <= log->visible_end)
+		if (log->segs[k]->sealed && log->segs[k]->next_offset <= log->visible_end) {
+			if (sizes)
+				sizes[*n] = log->segs[k]->size;
 			bases[(*n)++] = log->segs[k]->base_offset;
+		}
 	pthread_mutex_unlock(&log->lock);
 	return 0;
 }

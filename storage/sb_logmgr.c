@@ -18,14 +18,20 @@
 #include <sys/random.h>
 #include <time.h>
 
+/* The log cleaner's checkpoint of one partition: its last round cleaned the
+ * sealed segments below end, which then held bytes bytes. */
+struct clean_mark {
+	int64_t end;
+	uint64_t bytes;
+};
+
 struct sb_topic {
 	struct sb_logmgr *mgr;
 	char *name;
 	struct sb_topic_config cfg;
 	struct sb_log **logs;
 	struct sb_kvstore **kvs; /* NULL without key stores */
-	uint64_t *cleaned_bytes; /* per partition: the log's size after its last cleaner round
-				  * (the kv worker's; UINT64_MAX before the first) */
+	struct clean_mark *cleaned; /* per partition: where the last cleaner round ended (kv worker's) */
 	int refs; /* atomic */
 	int deleted;
 	char *deleted_dir; /* where its files went when deleted */
@@ -79,7 +85,7 @@ static void topic_destroy(struct sb_topic *t)
 	}
 	free(t->logs);
 	free(t->kvs);
-	free(t->cleaned_bytes);
+	free(t->cleaned);
 	free(t->deleted_dir);
 	free(t->name);
 	free(t);
@@ -363,41 +369,53 @@ static int keep_record(void *arg, const struct sb_record_view *r)
 
 /* One cleaner round over partition p of t: every sealed segment below the
  * readable end is rewritten without the records its key store shadows. A
- * round reads the whole log, so it runs only once the log grew by half of
- * what the previous round left (the dirty ratio): the cleaner's reading is
- * then proportional to what is appended. */
+ * round reads all of them, so it runs only when the sealed bytes past the
+ * previous round's end (the dirty part) reach half of what that round left
+ * (the clean part), as Kafka's min.cleanable.dirty.ratio of 0.5: the
+ * cleaner's reading stays proportional to what is appended. */
 static void clean_partition(struct sb_logmgr *mgr, struct sb_topic *t, int32_t p)
 {
-	int64_t *bases;
+	int64_t *bases = malloc(SB_CLEAN_SEGMENTS_MAX * sizeof *bases);
+	uint64_t *sizes = malloc(SB_CLEAN_SEGMENTS_MAX * sizeof *sizes), dirty = 0, clean = 0;
 	uint32_t n = 0;
 	struct keep_ctx k = {t->kvs[p], sb_wall_ms()};
-	struct sb_log_info li;
+	int rc = 0;
 	(void)mgr;
-	if (!t->cleaned_bytes && !(t->cleaned_bytes = calloc((size_t)t->cfg.partitions, sizeof *t->cleaned_bytes)))
-		return;
-	sb_log_info(t->logs[p], &li);
-	uint64_t last = t->cleaned_bytes[p];
-	if (last && (li.size_bytes <= last || li.size_bytes - last < last / 2))
-		return; /* not dirty enough yet */
-	if (!(bases = malloc(SB_CLEAN_SEGMENTS_MAX * sizeof *bases)))
-		return;
+	if (!t->cleaned)
+		t->cleaned = calloc((size_t)t->cfg.partitions, sizeof *t->cleaned);
+	if (!bases || !sizes || !t->cleaned)
+		goto out;
+	struct clean_mark *m = &t->cleaned[p];
+	rc = sb_log_sealed_bases(t->logs[p], bases, sizes, SB_CLEAN_SEGMENTS_MAX, &n);
+	for (uint32_t i = 0; i < n; i++)
+		dirty += bases[i] >= m->end ? sizes[i] : 0;
+	if (dirty == 0 || 2 * dirty < m->bytes)
+		goto out; /* not dirty enough yet */
 	/* The store first takes in everything readable, so that it knows the
 	 * newest version of every key in these segments. */
-	int rc = sb_kvstore_step(t->kvs[p], k.now_ms);
-	if (rc >= 0)
-		rc = sb_log_sealed_bases(t->logs[p], bases, SB_CLEAN_SEGMENTS_MAX, &n);
+	rc = sb_kvstore_step(t->kvs[p], k.now_ms);
 	for (uint32_t i = 0; rc >= 0 && i < n; i++) {
 		struct sb_clean_stats st;
 		rc = sb_log_rewrite_sealed(t->logs[p], bases[i], keep_record, &k, &st);
-		if (rc == SB_ENOTFOUND)
-			rc = 0;
+		if (rc == 0)
+			clean += st.records_dropped ? st.bytes_after : st.bytes_before;
+		else if (rc == SB_ENOTFOUND)
+			rc = 0; /* retention took it */
 	}
-	if (rc < 0)
+	if (rc < 0) {
 		SB_LOG_RATELIMITED(SB_LEVEL_WARN, 10000, "clean_failed", "topic=%s partition=%d error=\"%s\"", t->name, p,
 				   sb_strerror(rc));
+		goto out;
+	}
+	struct sb_log_info li;
 	sb_log_info(t->logs[p], &li);
-	t->cleaned_bytes[p] = li.size_bytes ? li.size_bytes : 1;
+	m->end = (int64_t)li.active_base; /* every sealed segment below the readable end was cleaned */
+	if (n)
+		m->end = bases[n - 1] + 1; /* past the last one cleaned: the next sealed one is dirty */
+	m->bytes = clean;
+out:
 	free(bases);
+	free(sizes);
 }
 
 static void *kv_worker_main(void *arg)

@@ -164,7 +164,7 @@ static void test_rewrite_keeps_what_it_is_told_and_the_last_record(void **state)
 	uint8_t present[RECORDS + 10];
 	(void)state;
 	fx_init(&f);
-	assert_int_equal(sb_log_sealed_bases(f.log, bases, 64, &n), 0);
+	assert_int_equal(sb_log_sealed_bases(f.log, bases, NULL, 64, &n), 0);
 	assert_true(n >= 3);
 	struct sb_log_info before;
 	sb_log_info(f.log, &before);
@@ -236,7 +236,7 @@ static void test_power_loss_at_every_step_of_a_rewrite(void **state)
 		struct fx f;
 		struct sb_clean_stats st;
 		fx_init(&f);
-		assert_int_equal(sb_log_sealed_bases(f.log, bases, 64, &n), 0);
+		assert_int_equal(sb_log_sealed_bases(f.log, bases, NULL, 64, &n), 0);
 		uint64_t start = sb_simfs_op_count(f.fs);
 		assert_int_equal(sb_log_rewrite_sealed(f.log, bases[1], keep_third, NULL, &st), 0);
 		ops = sb_simfs_op_count(f.fs) - start;
