@@ -22,11 +22,25 @@
  * Key order everywhere: bytewise unsigned over the common prefix, then the
  * shorter key first (memcmp order; the memtable's sb_kv_key_cmp).
  *
+ * Reads: when the vfs can map files (sb_vfs_ops.mmap, the POSIX vfs), an
+ * open table keeps its data blocks mapped read-only and a point lookup
+ * copies its block out of the mapping: no system call. Otherwise (the
+ * simulated file system, or a mapping that failed) a lookup preads its
+ * block. Iterators always pread, in large sequential windows. Either way a
+ * block is copied into the caller's memory and its CRC is checked on that
+ * copy before any of its bytes is decoded.
+ * The one difference between the two paths is I/O errors: pread returns
+ * -EIO, while a mapped page that cannot be read (a media error under a page
+ * not in page cache) raises SIGBUS, as would a table truncated while open.
+ * Tables are never written or truncated once renamed into place, so only a
+ * failing disk (or someone truncating a live table by hand) can cause it.
+ *
  * Threads: a writer and an iterator belong to one thread at a time. An open
  * table (struct sb_sst) is immutable: sb_sst_get, sb_sst_may_contain, the
  * accessors and any number of iterators may be used from any threads at
- * once, each get with its own struct sb_sst_buf (reads are pread only).
- * sb_sst_close once no other thread uses the table.
+ * once, each get with its own struct sb_sst_buf (reads never change the
+ * table: a copy out of its mapping, or pread). sb_sst_close once no other
+ * thread uses the table.
  *
  * All I/O goes through struct sb_vfs (storage/sb_vfs.h).
  */
@@ -183,13 +197,16 @@ int sb_sst_remove_temps(struct sb_vfs *vfs, const char *dir) SB_MUST_CHECK;
 
 /* Opens the table at path: reads and checks the footer, the block index and
  * the bloom filter (CRC32C, lengths, layout, key order), and keeps the index
- * and filter in memory (the data blocks stay on disk). Returns 0 and *out,
- * or: SB_ECORRUPT (any mismatch, including a truncated file), -ENOENT and
- * other vfs errors, -ENOMEM. Free with sb_sst_close. */
+ * and filter in memory (the data blocks stay on disk, mapped read-only if
+ * the vfs can map; a mapping that fails is not an error: lookups then
+ * pread). Returns 0 and *out, or: SB_ECORRUPT (any mismatch, including a
+ * truncated file), -ENOENT and other vfs errors, -ENOMEM. Free with
+ * sb_sst_close. */
 int sb_sst_open(struct sb_vfs *vfs, const char *path, struct sb_sst **out) SB_MUST_CHECK;
 
-/* Closes the fd and frees t (t may be NULL). No get or iterator may be in
- * use on t. */
+/* Unmaps the data blocks, closes the fd and frees t (t may be NULL). No get
+ * or iterator may be in use on t; entries that gets returned stay valid
+ * (they live in the caller's struct sb_sst_buf). */
 void sb_sst_close(struct sb_sst *t);
 
 /* A caller-owned, reusable read buffer for sb_sst_get: grows to the largest
@@ -213,13 +230,16 @@ void sb_sst_buf_free(struct sb_sst_buf *buf);
  * cheaply. Keys longer than SB_SST_KEY_BYTES_MAX are never present. */
 int sb_sst_may_contain(const struct sb_sst *t, const uint8_t *key, uint32_t key_len);
 
-/* Point lookup: bloom filter, binary search of the index, one pread of one
- * block (CRC-checked), search within it.
+/* Point lookup: bloom filter, binary search of the index, one block copied
+ * into buf (from the table's mapping, or with one pread) and CRC-checked
+ * there, search within it.
  * Returns 0 with *out set (a tombstone is found, with SB_KV_TOMBSTONE set in
  * out->flags: the caller must stop looking in older tables), or:
  *   SB_ENOTFOUND  not in the table (also for keys over the key limit);
  *   SB_ECORRUPT   the block fails its CRC or structure checks;
- *   -errno, -ENOMEM (buf could not grow).
+ *   -errno        the pread failed (pread path only: on the mapped path an
+ *                 unreadable page raises SIGBUS, see "Reads" above);
+ *   -ENOMEM       buf could not grow.
  * out's pointers point into buf and stay valid until buf's next use or
  * sb_sst_buf_free; they are never NULL. Any thread, concurrently. */
 int sb_sst_get(const struct sb_sst *t, const uint8_t *key, uint32_t key_len,

@@ -51,6 +51,9 @@ struct sb_sst {
 	char *path;
 	uint64_t file_bytes;
 	struct footer f;
+	/* The data blocks, bytes [0, f.index_pos) of the file, mapped read-only
+	 * (see map_blocks); NULL when the vfs cannot map: lookups then pread. */
+	const uint8_t *map;
 	uint8_t *index; /* the verified index section */
 	uint8_t *bloom; /* the verified bloom section */
 	struct sb_bloom_view bv;
@@ -113,6 +116,35 @@ static int read_section(struct sb_sst *t, uint64_t pos, uint32_t len, uint8_t **
 	}
 	*out = b;
 	return 0;
+}
+
+/* Maps the data blocks for point lookups, when the vfs can: a lookup then
+ * copies its block out of the mapping (page cache) instead of making a
+ * pread system call, which is most of a lookup's cost (docs/SSTABLE.md,
+ * "Block reads"). Only the blocks: the index and the bloom filter are
+ * already in memory, checked. A table that cannot be mapped (no mmap op,
+ * or the address space is short: a 32-bit build, vm.max_map_count) is
+ * read with pread instead, so a failure here is not an error.
+ * SIGBUS: touching a page of the mapping past the file's end raises it. A
+ * table is never written, truncated or extended once renamed into place
+ * (the writer writes <name>.tmp; replacing or removing the name leaves the
+ * open file intact), so the mapping stays inside the file. A media error
+ * under a page that is not in page cache raises SIGBUS too, where pread
+ * would return -EIO (sb_sstable.h). */
+static void map_blocks(struct sb_sst *t)
+{
+	const struct sb_vfs_ops *ops = t->vfs->ops;
+	const void *p = NULL;
+	int rc;
+	if (!ops->mmap || !ops->munmap || t->f.index_pos == 0)
+		return;
+	if ((rc = ops->mmap(t->vfs, t->fd, t->f.index_pos, &p))) {
+		SB_LOG_RATELIMITED(SB_LEVEL_INFO, 1000, "sst_map_failed",
+		                   "path=\"%s\" bytes=%llu err=\"%s\" fallback=pread", t->path,
+		                   (unsigned long long)t->f.index_pos, sb_strerror(rc));
+		return;
+	}
+	t->map = p;
 }
 
 /* Reads uvarint-length-prefixed bytes at *pp (not past end). */
@@ -206,6 +238,7 @@ int sb_sst_open(struct sb_vfs *vfs, const char *path, struct sb_sst **out)
 	if ((rc = read_section(t, t->f.bloom_pos, t->f.bloom_len, &t->bloom)) ||
 	    (rc = sb_bloom_view_init(&t->bv, t->bloom, t->f.bloom_len)))
 		goto fail;
+	map_blocks(t);
 	*out = t;
 	return 0;
 fail:
@@ -219,6 +252,8 @@ void sb_sst_close(struct sb_sst *t)
 {
 	if (!t)
 		return;
+	if (t->map)
+		(void)t->vfs->ops->munmap(t->vfs, t->map, t->f.index_pos);
 	if (t->fd >= 0)
 		(void)t->vfs->ops->close(t->vfs, t->fd); /* read-only: nothing to lose */
 	free(t->path);
@@ -464,6 +499,24 @@ static int blk_entry(const struct sb_sst *t, const struct blk *c, struct sb_kv_e
 
 /* ---- point lookup ---- */
 
+/* Reads block b and its CRC (block_len(t, b) + 4 bytes) into dst: a copy
+ * out of the mapping, or one pread. The copy is what the caller checks and
+ * decodes: the CRC is computed over exactly the bytes that are then parsed
+ * and returned, and the entry's pointers stay valid for as long as buf
+ * (sb_sstable.h), whatever happens to the table afterwards. Copying costs
+ * little: the CRC has to bring the block into cache anyway, and then runs
+ * on the copy. Returns 0, SB_ECORRUPT (the file ends early), or -errno. */
+static int read_block(const struct sb_sst *t, uint32_t b, uint8_t *dst)
+{
+	size_t len = (size_t)block_len(t, b) + SST_CRC_BYTES;
+	if (t->map) { /* inside the mapping: parse_index summed the blocks to f.index_pos */
+		memcpy(dst, t->map + t->blocks[b].pos, len);
+		return 0;
+	}
+	int rc = sb_vfs_read_all(t->vfs, t->fd, dst, len, t->blocks[b].pos);
+	return rc == -ENODATA ? SB_ECORRUPT : rc;
+}
+
 void sb_sst_buf_free(struct sb_sst_buf *buf)
 {
 	free(buf->block);
@@ -491,9 +544,8 @@ int sb_sst_get(const struct sb_sst *t, const uint8_t *key, uint32_t key_len,
 		return -ENOMEM;
 	if (!buf->key && !(buf->key = malloc(SB_SST_KEY_BYTES_MAX)))
 		return -ENOMEM;
-	rc = sb_vfs_read_all(t->vfs, t->fd, buf->block, (size_t)len + SST_CRC_BYTES,
-	                     t->blocks[b].pos);
-	if (rc == -ENODATA || (!rc && sb_load32(buf->block + len) != sb_crc32c(buf->block, len)))
+	rc = read_block(t, b, buf->block);
+	if (!rc && sb_load32(buf->block + len) != sb_crc32c(buf->block, len))
 		rc = SB_ECORRUPT;
 	if (!rc && !(rc = blk_init(&c, buf->block, len, buf->key, 0))) {
 		rc = blk_seek(&c, key, key_len);

@@ -49,6 +49,22 @@ struct sb_vfs_ops {
 	int (*sync_dir)(struct sb_vfs *vfs, const char *path); /* fsync(2) on the directory */
 	int (*list_dir)(struct sb_vfs *vfs, const char *path, sb_dir_cb cb, void *arg);
 	int (*stat)(struct sb_vfs *vfs, const char *path, struct sb_stat *st); /* -ENOENT */
+
+	/* Optional read-only mapping, for files that are never written again
+	 * (SSTables). Both NULL (the simulated file system) means "cannot map":
+	 * callers then read with pread. An implementation sets both or neither.
+	 * mmap maps bytes [0, len) of fd (opened O_RDONLY is enough) read-only
+	 * and shared, for random reads: the implementation may tell the kernel
+	 * not to read ahead. 0 < len <= the file's size; the mapping outlives
+	 * close(fd). Returns 0 and *addr, or -errno (-EFBIG if len does not fit
+	 * the address space); callers treat any failure as "cannot map".
+	 * A mapping turns I/O errors into signals: touching a mapped page that
+	 * cannot be read (a media error) or that lies past the file's end (the
+	 * file was truncated) raises SIGBUS instead of returning -EIO. Map only
+	 * files that are never truncated.
+	 * munmap releases a mapping made by mmap (same addr and len). */
+	int (*mmap)(struct sb_vfs *vfs, int fd, uint64_t len, const void **addr);
+	int (*munmap)(struct sb_vfs *vfs, const void *addr, uint64_t len);
 };
 
 struct sb_vfs {

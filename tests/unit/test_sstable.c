@@ -4,6 +4,8 @@
  * every byte, forged-CRC fuzzing for memory safety (run under ASan), merge
  * against a model map, and durable writes under simulated power loss
  * (storage/sb_simfs.h), including mutants the crash check must catch.
+ * Lookups read a block from the table's mapping when the vfs can map, else
+ * with pread: the corruption tests run on both paths (map_vfs below).
  *
  * Tables that need real I/O live under $SB_TEST_TMP; corruption and crash
  * tests run on the simulated file system, which is in memory and exact.
@@ -249,6 +251,108 @@ static struct sb_simfs *new_simfs(uint64_t seed)
 	assert_int_equal(sb_simfs_new(seed, &fs), 0);
 	assert_int_equal(sb_vfs_mkdir_durable(sb_simfs_vfs(fs), "/db"), 0);
 	return fs;
+}
+
+/* ---- a vfs over another one that decides how tables are mapped, and
+ * counts mappings and preads ---- */
+
+enum map_mode {
+	MAP_NONE,     /* no mmap op: the reader must pread */
+	MAP_UNDER,    /* the underlying vfs's own mmap (POSIX: a real mapping) */
+	MAP_SNAPSHOT, /* a heap copy of exactly the bytes asked for, read at
+	               * mapping time: lets the in-memory file system take the
+	               * mapped path, and ASan catch a read one byte past it */
+	MAP_FAIL,     /* mmap fails with -ENOMEM: the reader must fall back */
+};
+
+struct map_vfs {
+	struct sb_vfs vfs; /* first: the ops find their map_vfs from it */
+	struct sb_vfs_ops ops;
+	struct sb_vfs *under;
+	int maps, unmaps;
+	uint64_t preads;
+};
+
+static struct map_vfs *map_vfs_of(struct sb_vfs *v)
+{
+	return (struct map_vfs *)v;
+}
+
+static int64_t mv_pread(struct sb_vfs *v, int fd, void *buf, size_t len, uint64_t off)
+{
+	struct map_vfs *m = map_vfs_of(v);
+	m->preads++;
+	return m->under->ops->pread(m->under, fd, buf, len, off);
+}
+
+static int mv_mmap_under(struct sb_vfs *v, int fd, uint64_t len, const void **addr)
+{
+	struct map_vfs *m = map_vfs_of(v);
+	int rc = m->under->ops->mmap(m->under, fd, len, addr);
+	m->maps += rc == 0;
+	return rc;
+}
+
+static int mv_munmap_under(struct sb_vfs *v, const void *addr, uint64_t len)
+{
+	struct map_vfs *m = map_vfs_of(v);
+	m->unmaps++;
+	return m->under->ops->munmap(m->under, addr, len);
+}
+
+static int mv_mmap_snapshot(struct sb_vfs *v, int fd, uint64_t len, const void **addr)
+{
+	struct map_vfs *m = map_vfs_of(v);
+	uint8_t *p = malloc((size_t)len);
+	assert_non_null(p);
+	assert_int_equal(sb_vfs_read_all(m->under, fd, p, (size_t)len, 0), 0);
+	m->maps++;
+	*addr = p;
+	return 0;
+}
+
+static int mv_munmap_snapshot(struct sb_vfs *v, const void *addr, uint64_t len)
+{
+	(void)len;
+	map_vfs_of(v)->unmaps++;
+	free((void *)(uintptr_t)addr);
+	return 0;
+}
+
+static int mv_mmap_fail(struct sb_vfs *v, int fd, uint64_t len, const void **addr)
+{
+	(void)v, (void)fd, (void)len, (void)addr;
+	return -ENOMEM;
+}
+
+static int mv_munmap_fail(struct sb_vfs *v, const void *addr, uint64_t len)
+{
+	(void)addr, (void)len;
+	map_vfs_of(v)->unmaps++; /* never called: nothing was mapped */
+	return 0;
+}
+
+/* Every op but pread, mmap and munmap is under's own, called with &m->vfs:
+ * m->vfs shares under's impl, which is all those ops look at. */
+static struct sb_vfs *map_vfs_init(struct map_vfs *m, struct sb_vfs *under, enum map_mode mode)
+{
+	memset(m, 0, sizeof *m);
+	m->under = under;
+	m->ops = *under->ops;
+	m->ops.pread = mv_pread;
+	m->ops.mmap = mode == MAP_UNDER      ? mv_mmap_under
+	              : mode == MAP_SNAPSHOT ? mv_mmap_snapshot
+	              : mode == MAP_FAIL     ? mv_mmap_fail
+	                                     : NULL;
+	m->ops.munmap = mode == MAP_UNDER      ? mv_munmap_under
+	                : mode == MAP_SNAPSHOT ? mv_munmap_snapshot
+	                : mode == MAP_FAIL     ? mv_munmap_fail
+	                                       : NULL;
+	if (mode == MAP_UNDER)
+		assert_non_null(under->ops->mmap);
+	m->vfs.ops = &m->ops;
+	m->vfs.impl = under->impl;
+	return &m->vfs;
 }
 
 /* ======================================================================
@@ -769,10 +873,14 @@ static int scan_rc(const struct sb_sst *t)
 	return rc;
 }
 
-static void test_every_flipped_byte_is_detected_and_never_gives_a_wrong_value(void **state)
+/* mode: how the reader gets its blocks (MAP_NONE: pread; MAP_SNAPSHOT: the
+ * mapped path, over an exact-size copy of the blocks taken at open). */
+static void check_every_flipped_byte(enum map_mode mode)
 {
 	struct sb_simfs *fs = new_simfs(5);
 	struct sb_vfs *vfs = sb_simfs_vfs(fs);
+	struct map_vfs mv;
+	struct sb_vfs *rvfs = map_vfs_init(&mv, vfs, mode);
 	struct sb_sst_opts o = {.block_bytes = SB_SST_BLOCK_TARGET_BYTES_MIN};
 	struct sb_sst_buf buf = SB_SST_BUF_INIT;
 	struct layout l;
@@ -780,7 +888,6 @@ static void test_every_flipped_byte_is_detected_and_never_gives_a_wrong_value(vo
 	uint64_t size = 0;
 	size_t n;
 	int in_data = 0, in_index = 0, in_bloom = 0, in_footer = 0;
-	(void)state;
 	struct ment *m = gen_entries(11, 80, 30, &n);
 	write_table(vfs, "/db", "t.sst", m, n, &o, 0, 10000);
 	assert_int_equal(sb_simfs_read_whole(fs, "/db/t.sst", &orig, &size), 0);
@@ -798,7 +905,7 @@ static void test_every_flipped_byte_is_detected_and_never_gives_a_wrong_value(vo
 		uint8_t flip = orig[pos] ^ (uint8_t)(1u << (pos % 8));
 		struct sb_sst *t = NULL;
 		assert_int_equal(sb_simfs_corrupt(fs, "/db/t.sst", pos, &flip, 1), 0);
-		int rc = sb_sst_open(vfs, "/db/t.sst", &t);
+		int rc = sb_sst_open(rvfs, "/db/t.sst", &t);
 		if (pos < l.index_pos) { /* a data block or its CRC: found on read */
 			assert_int_equal(rc, 0);
 			assert_true(gets_exact_or_corrupt(t, m, n, &buf) > 0);
@@ -818,13 +925,23 @@ static void test_every_flipped_byte_is_detected_and_never_gives_a_wrong_value(vo
 	assert_true(in_data > 0 && in_index > 0 && in_bloom > 0 &&
 	            in_footer == SB_SST_FOOTER_BYTES);
 	/* Restored: all good again. */
-	struct sb_sst *t = must_open(vfs, "/db/t.sst");
+	struct sb_sst *t = must_open(rvfs, "/db/t.sst");
 	assert_int_equal(gets_exact_or_corrupt(t, m, n, &buf), 0);
 	sb_sst_close(t);
+	/* Only the opens that succeeded mapped (and unmapped) the blocks. */
+	assert_int_equal(mv.maps, mode == MAP_NONE ? 0 : in_data + 1);
+	assert_int_equal(mv.unmaps, mv.maps);
 	sb_sst_buf_free(&buf);
 	free(orig);
 	ment_free(m, n);
 	sb_simfs_free(fs);
+}
+
+static void test_every_flipped_byte_is_detected_and_never_gives_a_wrong_value(void **state)
+{
+	(void)state;
+	check_every_flipped_byte(MAP_NONE);
+	check_every_flipped_byte(MAP_SNAPSHOT);
 }
 
 static void put_file(struct sb_vfs *vfs, const char *path, const uint8_t *b, uint64_t len)
@@ -887,10 +1004,12 @@ static void forge_crc(uint8_t *b, uint64_t pos, uint32_t len)
 	sb_store32(b + pos + len, sb_crc32c(b + pos, len));
 }
 
-static void test_forged_crcs_over_damaged_sections_never_read_out_of_bounds(void **state)
+static void check_forged_crcs(enum map_mode mode)
 {
 	struct sb_simfs *fs = new_simfs(7);
 	struct sb_vfs *vfs = sb_simfs_vfs(fs);
+	struct map_vfs mv;
+	struct sb_vfs *rvfs = map_vfs_init(&mv, vfs, mode);
 	struct sb_sst_opts o = {.block_bytes = 300};
 	struct sb_sst_buf buf = SB_SST_BUF_INIT;
 	struct sb_kv_entry e;
@@ -899,7 +1018,6 @@ static void test_forged_crcs_over_damaged_sections_never_read_out_of_bounds(void
 	uint64_t size = 0, s = 1234;
 	size_t n;
 	int opened = 0, rejected = 0;
-	(void)state;
 	struct ment *m = gen_entries(13, 120, 50, &n);
 	write_table(vfs, "/db", "t.sst", m, n, &o, 0, 10000);
 	assert_int_equal(sb_simfs_read_whole(fs, "/db/t.sst", &orig, &size), 0);
@@ -934,7 +1052,7 @@ static void test_forged_crcs_over_damaged_sections_never_read_out_of_bounds(void
 			forge_crc(b, pos, len);
 		put_file(vfs, "/db/f.sst", b, size);
 		struct sb_sst *t = NULL;
-		int rc = sb_sst_open(vfs, "/db/f.sst", &t);
+		int rc = sb_sst_open(rvfs, "/db/f.sst", &t);
 		if (rc) {
 			assert_int_equal(rc, SB_ECORRUPT);
 			rejected++;
@@ -949,13 +1067,23 @@ static void test_forged_crcs_over_damaged_sections_never_read_out_of_bounds(void
 		assert_true(rc == 0 || rc == SB_ECORRUPT);
 		sb_sst_close(t);
 	}
-	print_message("forged damage: %d tables opened, %d rejected at open\n", opened, rejected);
+	print_message("forged damage (%s): %d tables opened, %d rejected at open\n",
+	              mode == MAP_NONE ? "pread" : "mapped", opened, rejected);
 	assert_true(opened > 0 && rejected > 0);
+	assert_int_equal(mv.maps, mode == MAP_NONE ? 0 : opened);
+	assert_int_equal(mv.unmaps, mv.maps);
 	free(b);
 	sb_sst_buf_free(&buf);
 	free(orig);
 	ment_free(m, n);
 	sb_simfs_free(fs);
+}
+
+static void test_forged_crcs_over_damaged_sections_never_read_out_of_bounds(void **state)
+{
+	(void)state;
+	check_forged_crcs(MAP_NONE);
+	check_forged_crcs(MAP_SNAPSHOT);
 }
 
 /* A table rebuilt from parts (data, index, bloom) with a footer copied from
@@ -1160,6 +1288,147 @@ static void test_structurally_invalid_tables_with_valid_crcs_are_rejected(void *
 	sb_sst_buf_free(&buf);
 	ment_free(m, n);
 	sb_simfs_free(fs);
+}
+
+/* ======================================================================
+ * The two read paths: the table's mapping, or pread
+ * ====================================================================== */
+
+static void test_lookups_read_the_mapping_when_the_vfs_can_map_and_pread_otherwise(void **state)
+{
+	static const enum map_mode modes[] = {MAP_UNDER, MAP_SNAPSHOT, MAP_NONE, MAP_FAIL};
+	char *dir = sbt_tmpdir("sst-map");
+	char *path = path_in(dir, "t.sst"), *empty = path_in(dir, "e.sst");
+	struct sb_sst_buf buf = SB_SST_BUF_INIT;
+	struct sb_kv_entry e;
+	struct map_vfs mv;
+	size_t n;
+	(void)state;
+	struct ment *m = gen_entries(60, 5000, 200, &n);
+	write_table(sb_vfs_posix(), dir, "t.sst", m, n, NULL, 0, 100000);
+	write_table(sb_vfs_posix(), dir, "e.sst", NULL, 0, NULL, 0, 10);
+	for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+		struct sb_vfs *vfs = map_vfs_init(&mv, sb_vfs_posix(), modes[i]);
+		int mapped = modes[i] == MAP_UNDER || modes[i] == MAP_SNAPSHOT;
+		struct sb_sst *t = must_open(vfs, path);
+		assert_int_equal(mv.maps, mapped);
+		/* Every entry exact; no pread on the mapped path, exactly one per
+		 * lookup on the other (a failed mapping falls back to it). */
+		uint64_t before = mv.preads;
+		assert_gets_equal(t, m, n);
+		assert_int_equal(mv.preads - before, mapped ? 0 : n);
+		uint64_t s = 61;
+		for (int j = 0; j < 2000; j++) {
+			uint32_t kl;
+			uint8_t *k = rand_key(&s, &kl);
+			if (!model_contains(m, n, k, kl))
+				assert_int_equal(sb_sst_get(t, k, kl, &e, &buf), SB_ENOTFOUND);
+			free(k);
+		}
+		/* Iterators read with pread on both paths (sequential read-ahead). */
+		before = mv.preads;
+		assert_scan_equals(t, m, n);
+		assert_true(mv.preads > before);
+		sb_sst_close(t);
+		assert_int_equal(mv.unmaps, mapped);
+		/* An empty table has no blocks: nothing to map. */
+		t = must_open(vfs, empty);
+		assert_int_equal(sb_sst_get(t, (const uint8_t *)"a", 1, &e, &buf), SB_ENOTFOUND);
+		sb_sst_close(t);
+		assert_int_equal(mv.maps, mapped);
+		assert_int_equal(mv.unmaps, mapped);
+	}
+	/* The entry's bytes live in buf, not in the table: they stay readable
+	 * after the table is closed (and unmapped). */
+	struct sb_sst *t = must_open(map_vfs_init(&mv, sb_vfs_posix(), MAP_SNAPSHOT), path);
+	assert_int_equal(sb_sst_get(t, m[n / 2].key, m[n / 2].key_len, &e, &buf), 0);
+	sb_sst_close(t);
+	assert_int_equal(mv.unmaps, 1);
+	assert_true(entry_matches(&m[n / 2], &e)); /* ASan: a freed snapshot would fail */
+	sb_sst_buf_free(&buf);
+	ment_free(m, n);
+	free(empty);
+	free(path);
+	free(dir);
+}
+
+/* Entries of model m that fall in block b of a table whose index is x. */
+static size_t entries_in_block(const struct ment *m, size_t n, const struct idx_parts *x,
+                               uint32_t b)
+{
+	size_t c = 0;
+	for (size_t i = 0; i < n; i++)
+		c += mkey_cmp(m[i].key, m[i].key_len, x->key[b], x->key_len[b]) <= 0 &&
+		     (b == 0 ||
+		      mkey_cmp(m[i].key, m[i].key_len, x->key[b - 1], x->key_len[b - 1]) > 0);
+	return c;
+}
+
+static void test_a_damaged_block_is_corrupt_on_the_mapped_and_the_pread_path(void **state)
+{
+	static const enum map_mode modes[] = {MAP_UNDER, MAP_NONE};
+	char *dir = sbt_tmpdir("sst-map-damage");
+	char *path = path_in(dir, "t.sst");
+	struct sb_vfs *posix = sb_vfs_posix();
+	struct sb_sst_opts o = {.block_bytes = 512};
+	struct sb_sst_buf buf = SB_SST_BUF_INIT;
+	struct map_vfs mv;
+	struct layout l;
+	struct idx_parts x;
+	void *file = NULL;
+	size_t size = 0, n;
+	(void)state;
+	struct ment *m = gen_entries(62, 400, 40, &n);
+	write_table(posix, dir, "t.sst", m, n, &o, 0, 100000);
+	assert_int_equal(sb_vfs_read_file(posix, path, 1u << 20, &file, &size), 0);
+	const uint8_t *orig = file;
+	parse_layout(orig, size, &l);
+	assert_true(l.blocks >= 5);
+	split_index(orig + l.index_pos, l.index_len, l.blocks, &x);
+	/* A byte inside block 2; a byte of block 3's CRC; block 4's last byte. */
+	struct {
+		uint64_t pos;
+		uint32_t block;
+	} hits[] = {{l.block_pos[2] + l.block_len[2] / 2, 2},
+	            {l.block_pos[3] + l.block_len[3] + 1, 3},
+	            {l.block_pos[4] + l.block_len[4] - 1, 4}};
+	for (size_t h = 0; h < sizeof hits / sizeof hits[0]; h++) {
+		/* Damaged before the table is opened: an open table is never
+		 * written (sb_sstable.h). */
+		uint8_t flip = orig[hits[h].pos] ^ 0x10;
+		int fd = posix->ops->open(posix, path, O_RDWR, 0);
+		assert_true(fd >= 0);
+		assert_int_equal(sb_vfs_write_all(posix, fd, &flip, 1, hits[h].pos), 0);
+		size_t want = entries_in_block(m, n, &x, hits[h].block);
+		assert_true(want > 0);
+		for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+			struct sb_sst *t = must_open(map_vfs_init(&mv, posix, modes[i]), path);
+			assert_int_equal(mv.maps, modes[i] == MAP_UNDER);
+			/* Every key of the damaged block and no other is corrupt. */
+			int corrupt = gets_exact_or_corrupt(t, m, n, &buf);
+			if ((size_t)corrupt != want)
+				fail_msg(
+				    "damage at %llu (block %u), %s: %d corrupt lookups, not %zu",
+				    (unsigned long long)hits[h].pos, hits[h].block,
+				    modes[i] == MAP_UNDER ? "mapped" : "pread", corrupt, want);
+			assert_int_equal(scan_rc(t), SB_ECORRUPT);
+			sb_sst_close(t);
+		}
+		assert_int_equal(sb_vfs_write_all(posix, fd, &orig[hits[h].pos], 1, hits[h].pos),
+		                 0);
+		assert_int_equal(posix->ops->close(posix, fd), 0);
+	}
+	/* Repaired: both paths read every entry again. */
+	for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+		struct sb_sst *t = must_open(map_vfs_init(&mv, posix, modes[i]), path);
+		assert_int_equal(gets_exact_or_corrupt(t, m, n, &buf), 0);
+		sb_sst_close(t);
+	}
+	sb_sst_buf_free(&buf);
+	free(file);
+	ment_free(m, n);
+	free(path);
+	free(dir);
 }
 
 static void test_absent_keys_the_bloom_rejects_cost_no_io(void **state)
@@ -1775,6 +2044,9 @@ int main(void)
 	    cmocka_unit_test(test_truncated_table_is_rejected_at_every_length),
 	    cmocka_unit_test(test_forged_crcs_over_damaged_sections_never_read_out_of_bounds),
 	    cmocka_unit_test(test_structurally_invalid_tables_with_valid_crcs_are_rejected),
+	    cmocka_unit_test(
+	        test_lookups_read_the_mapping_when_the_vfs_can_map_and_pread_otherwise),
+	    cmocka_unit_test(test_a_damaged_block_is_corrupt_on_the_mapped_and_the_pread_path),
 	    cmocka_unit_test(test_absent_keys_the_bloom_rejects_cost_no_io),
 	    cmocka_unit_test(test_writer_output_matches_the_format_doc_example),
 	    cmocka_unit_test(test_keys_out_of_order_or_past_the_index_fail_the_scan),
