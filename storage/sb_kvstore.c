@@ -721,6 +721,35 @@ void sb_kv_result_free(struct sb_kv_result *r)
 	memset(r, 0, sizeof *r);
 }
 
+/* A lookup's SSTable read buffer, one per thread and kept (a fresh one would
+ * allocate a 64 KiB key buffer and a block buffer on every lookup); freed
+ * when the thread exits. */
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+
+static void buf_free(void *p)
+{
+	sb_sst_buf_free(p);
+	free(p);
+}
+
+static void buf_key_init(void)
+{
+	if (pthread_key_create(&buf_key, buf_free) != 0)
+		abort(); /* only with PTHREAD_KEYS_MAX keys in use: a bug */
+}
+
+static struct sb_sst_buf *thread_buf(void)
+{
+	pthread_once(&buf_once, buf_key_init);
+	struct sb_sst_buf *b = pthread_getspecific(buf_key);
+	if (!b && (b = calloc(1, sizeof *b)) != NULL && pthread_setspecific(buf_key, b) != 0) {
+		free(b);
+		b = NULL;
+	}
+	return b;
+}
+
 /* The newest version of key in what the store holds now (no apply): r
  * filled as sb_kvstore_get does, plus the tombstone's offset and time in
  * tomb_offset and tomb_ts when the newest version is one (else -1). */
@@ -728,13 +757,15 @@ static int search(struct sb_kvstore *kv, const uint8_t *key, uint32_t key_len, s
 		  int64_t *tomb_offset, int64_t *tomb_ts)
 {
 	struct sb_kv_entry e;
-	struct sb_sst_buf buf = SB_SST_BUF_INIT;
+	struct sb_sst_buf *buf = NULL;
 	struct version *v = current(kv);
 	int rc = sb_memtable_get(v->active->mt, key, key_len, &e);
 	if (rc == SB_ENOTFOUND && v->frozen)
 		rc = sb_memtable_get(v->frozen->mt, key, key_len, &e);
+	if (rc == SB_ENOTFOUND && v->n && !(buf = thread_buf()))
+		rc = -ENOMEM;
 	for (uint32_t i = 0; rc == SB_ENOTFOUND && i < v->n; i++)
-		rc = sb_sst_get(v->tables[i]->t, key, key_len, &e, &buf);
+		rc = sb_sst_get(v->tables[i]->t, key, key_len, &e, buf);
 	*tomb_offset = *tomb_ts = -1;
 	if (rc == 0 && (e.flags & SB_KV_TOMBSTONE)) {
 		*tomb_offset = e.offset;
@@ -746,7 +777,6 @@ static int search(struct sb_kvstore *kv, const uint8_t *key, uint32_t key_len, s
 		rc = 0;
 	if (rc == SB_ECORRUPT && !__atomic_exchange_n(&kv->need_rebuild, 1, __ATOMIC_RELAXED))
 		SB_ERROR("kv_table_corrupt", "kv=%s action=rebuild", kv->name);
-	sb_sst_buf_free(&buf);
 	version_unref(v);
 	return rc;
 }
