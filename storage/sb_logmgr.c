@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <time.h>
 
 /* The log cleaner's checkpoint of one partition: its last round cleaned the
@@ -349,6 +352,7 @@ static int open_dirs(struct sb_logmgr *mgr, const char *data_dir)
  * there is work, else every SB_KV_WORKER_IDLE_MS; every
  * cleaner_interval_ms it also runs the log cleaner over compacted topics. */
 #define SB_KV_WORKER_IDLE_MS 50
+#define SB_KV_WORKER_NICE 10
 #define SB_CLEAN_SEGMENTS_MAX 4096
 
 int sb_topic_compacted(const struct sb_topic *t)
@@ -424,6 +428,11 @@ static void *kv_worker_main(void *arg)
 	struct sb_topic **ts = NULL;
 	uint32_t cap = 0;
 	int64_t last_clean = sb_mono_ms();
+	/* Background work: when the CPU is short, appends, replication and
+	 * reads go first (Linux nice values are per thread). Lookups apply what
+	 * they need themselves, so a lagging worker costs only their latency. */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SB_KV_WORKER_NICE) != 0)
+		SB_DEBUG("kv_worker_nice_failed", "errno=%d", errno);
 	for (;;) {
 		uint32_t n = 0;
 		int busy = 0;
